@@ -1,0 +1,45 @@
+# Two commands for a fresh machine: `make run` (the whole series) and `make test`.
+# Both create .venv and install the project when needed.
+#   make run DATASET=../shared/data/cifar10-jpg.tar.gz PROFILE=smoke VGG16_WEIGHTS=path/to.h5
+
+PYTHON        ?= python3
+VENV          ?= .venv
+BIN           := $(VENV)/bin
+DATASET       ?= cifar100
+PROFILE       ?=
+VGG16_WEIGHTS ?= imagenet
+OUT           ?= .
+SEED          ?= 0
+PYTEST_ARGS   ?=
+STAMP         := $(VENV)/.cifarlab-installed
+
+PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
+
+.PHONY: setup run test notebooks bench lint clean help
+
+help:
+	@echo "make run    DATASET=... PROFILE=smoke|cpu|full VGG16_WEIGHTS=imagenet|none|FILE  (the series)"
+	@echo "make test   (the test suite)"
+	@echo "make bench  (throughput benchmarks -> BENCHMARKS.md)"
+	@echo "make lint   (ruff)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name cifarlab --display-name "Python (cifarlab)" >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/python -m cifarlab run --dataset $(DATASET) $(PROFILE_ARG) --out $(OUT) --seed $(SEED) --vgg16-weights $(VGG16_WEIGHTS)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf saved_models histories reports logs

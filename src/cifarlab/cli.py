@@ -1,0 +1,160 @@
+"""The `cifarlab` command line: data, train, tune, run, evaluate, visualize, predict.
+
+User mistakes (CifarlabError) are printed as one line on stderr with exit status 2;
+Ctrl-C exits with 130 after the training loop has saved a resumable state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+from cifarlab.errors import CifarlabError
+
+MODELS = ("baseline", "overfit", "tuned", "vgg16")
+
+
+def _common(p: argparse.ArgumentParser, training: bool = True) -> None:
+    p.add_argument("--dataset", default="cifar100",
+                   help="cifar100 (default), cifar10, an official archive path, or an image "
+                        "folder / .tar.gz / .zip with train/<class>/* and test/<class>/*")
+    p.add_argument("--out", default=".",
+                   help="output root: saved_models/, histories/, reports/ go under it (default: .)")
+    if training:
+        p.add_argument("--profile", default=None,
+                       help="smoke, cpu or full (default: full with a GPU, cpu without)")
+        p.add_argument("--seed", type=int, default=0, help="seed for split, init and shuffling (default 0)")
+        p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+        p.add_argument("--batch-size", type=int, default=None, help="override the profile's batch size")
+        p.add_argument("--vgg16-weights", default="imagenet",
+                       help="imagenet (default; downloaded by Keras), a local .h5 weights file, or none")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cifarlab",
+        description="A reproducible small-image classification series: baseline, overfit, "
+                    "tuned and VGG16 transfer models on CIFAR-100, CIFAR-10 or an image folder.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("data", help="inspect a dataset")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    info = dsub.add_parser("info", help="counts per split and class names of a dataset")
+    info.add_argument("--dataset", default="cifar100", help="dataset spec (see `cifarlab train --help`)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    t = sub.add_parser("train", help="train one model and save it with its history and metadata")
+    t.add_argument("model", help=f"one of {', '.join(MODELS)}")
+    _common(t)
+
+    tu = sub.add_parser("tune", help="run the KerasTuner search for the `tuned` model (resumable)")
+    _common(tu)
+    tu.add_argument("--max-trials", type=int, default=None, help="override the profile's trial budget")
+
+    r = sub.add_parser("run", help="the whole series: baseline, overfit, search + tuned, vgg16, "
+                                   "then evaluate and visualize")
+    _common(r)
+
+    e = sub.add_parser("evaluate", help="evaluate saved models on the untouched test split")
+    _common(e, training=False)
+    e.add_argument("--models", nargs="*", default=None, help="model names (default: all saved)")
+
+    v = sub.add_parser("visualize", help="learning curves, filters, feature maps, predictions, Grad-CAM")
+    _common(v, training=False)
+    v.add_argument("--models", nargs="*", default=None, help="model names (default: all saved)")
+
+    pr = sub.add_parser("predict", help="top-k classes of image files with a saved model")
+    pr.add_argument("images", nargs="+", help="image files (JPEG, PNG, ... any size or mode)")
+    pr.add_argument("--model", required=True, help="a saved .keras model (its .json beside it)")
+    pr.add_argument("--top-k", type=int, default=5, help="how many classes to show (default 5)")
+    pr.add_argument("--json", action="store_true", help="emit JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except CifarlabError as exc:
+        print(f"cifarlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cifarlab: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "data":
+        return _data_info(args)
+    if args.command == "predict":
+        from cifarlab.predict import predict_files
+
+        results = predict_files(args.images, args.model, top_k=args.top_k)
+        if args.json:
+            print(json.dumps(results, indent=2))
+        else:
+            for r in results:
+                print(r["image"])
+                for c in r["top_k"]:
+                    print(f"  {c['probability']:7.2%}  {c['class']}")
+        return 0
+    if args.command in ("evaluate", "visualize"):
+        from cifarlab import evaluate, visualize
+
+        if args.command == "evaluate":
+            table = evaluate.evaluate_all(args.out, dataset=args.dataset, models=args.models)
+            print(table.to_string(index=False))
+        else:
+            files = visualize.visualize_all(args.out, dataset=args.dataset, models=args.models)
+            print(f"wrote {len(files)} figures under {os.path.join(args.out, 'reports', 'figures')}")
+        return 0
+
+    from cifarlab import config, train
+
+    profile = config.resolve_profile(args.profile)
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size}
+    common = dict(dataset=args.dataset, profile=profile, out=args.out, seed=args.seed,
+                  overrides=overrides, vgg16_weights=args.vgg16_weights, progress=not args.quiet)
+    if args.command == "train":
+        if args.model not in MODELS:
+            raise CifarlabError(f"unknown model '{args.model}'; choose one of {', '.join(MODELS)}")
+        train.train_model(args.model, **common)
+    elif args.command == "tune":
+        from cifarlab import tune
+
+        tune.run_search(**common, max_trials=args.max_trials)
+    elif args.command == "run":
+        train.run_series(**common)
+    return 0
+
+
+def _data_info(args: argparse.Namespace) -> int:
+    from cifarlab.data import load_dataset
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load_dataset(args.dataset)
+    for w in caught:
+        print(f"cifarlab: warning: {w.message}", file=sys.stderr)
+    info = ds.describe()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"dataset   {info['name']}  ({info['spec']})")
+    print(f"sha256    {info['sha256']}")
+    print(f"images    train {info['train']:,}  test {info['test']:,}  shape {tuple(info['image_shape'])}")
+    print(f"classes   {info['num_classes']}" + ("" if ds.has_coarse else "  (no coarse labels)"))
+    width = max(len(n) for n in ds.class_names)
+    for name, ntr, nte in zip(ds.class_names, info["train_per_class"], info["test_per_class"]):
+        print(f"  {name:<{width}}  train {ntr:>6,}  test {nte:>6,}")
+    if ds.has_coarse:
+        print(f"superclasses {len(ds.coarse_names)}: {', '.join(ds.coarse_names)}")
+    if "conversion" in info:
+        print(f"conversion  {info['conversion']}")
+    return 0

@@ -1,0 +1,136 @@
+"""Shared fixtures: archives in the official CIFAR layout, image folders, the real data."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("CIFARLAB_REAL_DATA", ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory, monkeypatch):
+    """Never touch the user's ~/.keras or ~/.cache, never download in tests."""
+    monkeypatch.setenv("CIFARLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("CIFARLAB_DATA_DIR", str(tmp_path_factory.getbasetemp() / "empty-data-dir"))
+    monkeypatch.setenv("CIFARLAB_NO_DOWNLOAD", "1")
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not REAL_DATA.is_file():
+        pytest.skip(f"real CIFAR-10 JPEG archive not present at {REAL_DATA}")
+    return REAL_DATA
+
+
+def _rows(images: np.ndarray) -> np.ndarray:
+    """NHWC uint8 -> the published row layout: 1024 R, 1024 G, 1024 B per row."""
+    return images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def random_images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+def make_cifar100_archive(path: Path, n_train=200, n_test=100, seed=0, extra=None) -> dict:
+    """Write cifar-100-python.tar.gz exactly as published (pickled dicts, bytes keys)."""
+    rng = np.random.default_rng(seed)
+    fine_names = [f"fine{i:02d}".encode() for i in range(100)]
+    coarse_names = [f"coarse{i:02d}".encode() for i in range(20)]
+    out = {}
+    payload = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        x = random_images(n, seed + len(split))
+        fine = rng.integers(0, 100, n)
+        fine[:100] = np.arange(100)  # every class present
+        coarse = fine // 5
+        payload[split] = pickle.dumps(
+            {
+                b"filenames": [f"img{i}.png".encode() for i in range(n)],
+                b"batch_label": f"{split} batch".encode(),
+                b"fine_labels": fine.tolist(),
+                b"coarse_labels": coarse.tolist(),
+                b"data": _rows(x),
+            },
+            protocol=2,
+        )
+        out[split] = (x, fine, coarse)
+    payload["meta"] = pickle.dumps(
+        {b"fine_label_names": fine_names, b"coarse_label_names": coarse_names}, protocol=2
+    )
+    if extra:
+        payload.update(extra)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in payload.items():
+            _add(tar, f"cifar-100-python/{name}", data)
+    out["md5"] = hashlib.md5(path.read_bytes()).hexdigest()
+    return out
+
+
+def make_cifar10_archive(path: Path, per_batch=30, n_test=40, seed=0) -> dict:
+    out = {"train": []}
+    with tarfile.open(path, "w:gz") as tar:
+        for i in range(1, 6):
+            x = random_images(per_batch, seed + i)
+            y = (np.arange(per_batch) + i) % 10
+            _add(tar, f"cifar-10-batches-py/data_batch_{i}",
+                 pickle.dumps({b"batch_label": b"b", b"labels": y.tolist(), b"data": _rows(x),
+                               b"filenames": [b"f"] * per_batch}, protocol=2))
+            out["train"].append((x, y))
+        x = random_images(n_test, seed + 99)
+        y = np.arange(n_test) % 10
+        _add(tar, "cifar-10-batches-py/test_batch",
+             pickle.dumps({b"batch_label": b"t", b"labels": y.tolist(), b"data": _rows(x),
+                           b"filenames": [b"f"] * n_test}, protocol=2))
+        out["test"] = (x, y)
+        _add(tar, "cifar-10-batches-py/batches.meta",
+             pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)],
+                           b"num_cases_per_batch": per_batch, b"num_vis": 3072}, protocol=2))
+    out["md5"] = hashlib.md5(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def official_md5(monkeypatch):
+    """Swap the published md5 table for the test's own archives."""
+    from cifarlab import data
+
+    table = {k: dict(v) for k, v in data.OFFICIAL_ARCHIVES.items()}
+    monkeypatch.setattr(data, "OFFICIAL_ARCHIVES", table)
+
+    def set_md5(key: str, md5: str) -> None:
+        table[key]["md5"] = md5
+
+    return set_md5
+
+
+def make_image_folder(root: Path, classes=("cat", "dog", "eel"), n_train=6, n_test=3,
+                      fmt="PNG", size=(32, 32), mode="RGB", seed=0) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                Image.fromarray(arr).convert(mode).save(d / f"{i}.{fmt.lower()}", fmt)
+    return root

@@ -778,7 +778,8 @@ class atomic_path:
     def __enter__(self) -> Path:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(
-            prefix=f".{self.target.name}.", suffix=".part" + self.target.suffix,
+            # keep the full suffix: Keras insists on names ending in .keras / .weights.h5
+            prefix=f".{self.target.name}.", suffix=".part" + "".join(self.target.suffixes[-2:]),
             dir=self.target.parent,
         )
         os.close(fd)

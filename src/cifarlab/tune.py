@@ -1,0 +1,168 @@
+"""The hyperparameter search behind the `tuned` model (KerasTuner, Bayesian optimisation).
+
+The search runs on the train/validation split only (never the test split). Its
+trials live under ``<out>/tuning/<project>/`` so an interrupted search resumes where it
+stopped; the winner is written to ``saved_models/tuned_search.json`` and the `tuned`
+model is rebuilt from that file.
+
+The space admits the modern small-budget recipes: batch norm, residual blocks,
+SGD with Nesterov momentum or AdamW, a linear warm-up into a cosine decay (a
+one-cycle shape when the warm-up is 20-30% of the steps), label smoothing, and
+flip + translate augmentation of tunable strength.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras_tuner as kt
+import numpy as np
+
+from cifarlab import config as cfgmod
+from cifarlab.config import TrainConfig
+from cifarlab.data import Dataset, atomic_path, load_dataset, stratified_subset
+from cifarlab.errors import CifarlabError
+
+import keras  # noqa: E402
+
+
+def config_from_hp(hp: kt.HyperParameters, base: TrainConfig) -> TrainConfig:
+    """The search space: each ``hp`` call declares one dimension and its range."""
+    optimizer = hp.Choice("optimizer", ["sgd", "adamw"], default="sgd")
+    with hp.conditional_scope("optimizer", ["sgd"]):
+        sgd_lr = hp.Choice("sgd_lr", [0.05, 0.1, 0.2, 0.4], default=0.2)
+    with hp.conditional_scope("optimizer", ["adamw"]):
+        adamw_lr = hp.Choice("adamw_lr", [1e-3, 3e-3, 1e-2], default=3e-3)
+    arch = dict(
+        width=hp.Choice("width", [16, 24, 32], default=32),
+        depth=hp.Int("depth", 1, 2, default=1),
+        batch_norm=hp.Boolean("batch_norm", default=True),
+        residual=hp.Boolean("residual", default=True),
+        dropout=hp.Float("dropout", 0.0, 0.3, step=0.1, default=0.0),
+    )
+    return base.replace(
+        optimizer=optimizer,
+        learning_rate=sgd_lr if optimizer == "sgd" else adamw_lr,
+        schedule="cosine",
+        warmup_fraction=hp.Choice("warmup_fraction", [0.0, 0.2, 0.3], default=0.2),
+        weight_decay=hp.Choice("weight_decay", [0.0, 1e-4, 5e-4], default=5e-4),
+        label_smoothing=hp.Choice("label_smoothing", [0.0, 0.1, 0.2], default=0.2),
+        augment=hp.Choice("augment", [0.0, 0.0625, 0.125], default=0.125),
+        hp={**base.hp, **arch},
+    )
+
+
+class TunedHyperModel(kt.HyperModel):
+    """Builds, compiles and fits one trial with the project's own training code."""
+
+    def __init__(self, base: TrainConfig, steps_per_epoch: int, epochs: int):
+        super().__init__(name="tuned")
+        self.base, self.steps, self.epochs = base, steps_per_epoch, epochs
+
+    def build(self, hp):
+        from cifarlab.models import build_tuned
+        from cifarlab.train import compile_model
+
+        cfg = config_from_hp(hp, self.base).replace(epochs=self.epochs)
+        model = build_tuned(cfg)
+        compile_model(model, cfg, self.steps * self.epochs)
+        return model
+
+    def fit(self, hp, model, x, y, validation_data, **kwargs):
+        from cifarlab.train import one_hot
+
+        cfg = config_from_hp(hp, self.base)
+        xv, yv = validation_data
+        return model.fit(
+            x, one_hot(y, cfg.num_classes), batch_size=cfg.batch_size, epochs=self.epochs,
+            validation_data=(xv, one_hot(yv, cfg.num_classes)), shuffle=True, **kwargs,
+        )
+
+
+def search_path(out: Path) -> Path:
+    return Path(out) / "saved_models" / "tuned_search.json"
+
+
+def run_search(dataset: str | Dataset = "cifar100", profile: str | None = None, out=".", seed=0,
+               overrides: dict | None = None, vgg16_weights: str = "imagenet",
+               progress: bool = True, max_trials: int | None = None) -> TrainConfig:
+    """Run (or resume) the search and save the winning configuration as JSON."""
+    from cifarlab.train import environment, prepare
+
+    del vgg16_weights
+    profile = cfgmod.resolve_profile(profile)
+    budget = dict(cfgmod.SEARCH_BUDGET[profile])
+    if max_trials is not None:
+        if max_trials < 1:
+            raise CifarlabError(f"--max-trials must be at least 1, got {max_trials}")
+        budget["max_trials"] = max_trials
+    base = cfgmod.model_config("tuned", profile)
+    base = base.replace(**{k: v for k, v in (overrides or {}).items() if k == "batch_size"})
+    keras.utils.set_random_seed(seed)
+    ds, split, base = prepare(dataset, base, seed)
+    x, y = split.x_train, split.y_train
+    if budget["train_limit"]:
+        x, y = stratified_subset(x, y, budget["train_limit"], seed)
+    xv, yv = split.x_val, split.y_val
+    if budget["train_limit"]:  # a proportionate validation subset keeps trials cheap
+        xv, yv = stratified_subset(xv, yv, max(ds.num_classes * 2, budget["train_limit"] // 4), seed)
+    steps = int(np.ceil(len(y) / base.batch_size))
+    project = f"{ds.name}-{ds.checksum[:8]}-{profile}-seed{seed}"
+    tuner = kt.BayesianOptimization(
+        TunedHyperModel(base, steps, budget["epochs"]),
+        objective="val_accuracy",
+        max_trials=budget["max_trials"],
+        num_initial_points=min(2, budget["max_trials"]),
+        seed=seed,
+        directory=str(Path(out) / "tuning"),
+        project_name=project,
+        overwrite=False,  # trials on disk are reused: an interrupted search resumes
+    )
+    print(f"search: {budget['max_trials']} trials x {budget['epochs']} epochs on {len(y):,} "
+          f"train / {len(yv):,} val images (project {project})", flush=True)
+    t0 = time.time()
+    tuner.search(x, y, validation_data=(xv, yv), verbose=1 if progress else 0)
+    best_hp = tuner.get_best_hyperparameters(1)[0]
+    trials = []
+    for t in tuner.oracle.trials.values():
+        score = t.score
+        trials.append({"trial_id": t.trial_id, "status": str(t.status),
+                       "val_accuracy": None if score is None else float(score),
+                       "hyperparameters": t.hyperparameters.values})
+    cfg = config_from_hp(best_hp, cfgmod.model_config("tuned", profile)).replace(
+        **{k: v for k, v in (overrides or {}).items() if v is not None})
+    result = {
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in ("mean", "std", "num_classes")},
+        "best_hyperparameters": best_hp.values,
+        "trials": sorted(trials, key=lambda t: t["trial_id"]),
+        "dataset": {"spec": ds.spec, "sha256": ds.checksum},
+        "profile": profile,
+        "seed": seed,
+        "budget": budget,
+        "search_wall_time_s": round(time.time() - t0, 1),
+        "tuner": "keras_tuner.BayesianOptimization",
+        **environment(),
+    }
+    with atomic_path(search_path(out)) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    print(f"search done: best val accuracy {max((t['val_accuracy'] or 0) for t in trials):.4f} "
+          f"with {best_hp.values}", flush=True)
+    return cfg
+
+
+def load_search(out) -> dict | None:
+    p = search_path(out)
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def best_config(out, dataset, profile, seed, progress=True, vgg16_weights="imagenet") -> TrainConfig:
+    """The searched configuration for this dataset/profile/seed; runs the search if needed."""
+    found = load_search(out)
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    if found and found["dataset"]["sha256"] == ds.checksum and found["profile"] == profile \
+            and found["seed"] == seed:
+        return TrainConfig.from_dict(found["config"])
+    print("no search result for this dataset/profile/seed yet: running the search first", flush=True)
+    return run_search(ds, profile, out, seed, progress=progress)

@@ -18,9 +18,10 @@ MODELS = ("baseline", "overfit", "tuned", "vgg16")
 
 
 def _common(p: argparse.ArgumentParser, training: bool = True) -> None:
-    p.add_argument("--dataset", default="cifar100",
+    p.add_argument("--dataset", default="cifar100" if training else None,
                    help="cifar100 (default), cifar10, an official archive path, or an image "
-                        "folder / .tar.gz / .zip with train/<class>/* and test/<class>/*")
+                        "folder / .tar.gz / .zip with train/<class>/* and test/<class>/*"
+                        + ("" if training else " (default: the one the models were trained on)"))
     p.add_argument("--out", default=".",
                    help="output root: saved_models/, histories/, reports/ go under it (default: .)")
     if training:

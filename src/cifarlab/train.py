@@ -324,6 +324,7 @@ def save_artifacts(model, name: str, out: Path, cfg: TrainConfig, ds: Dataset, r
         "command": " ".join(sys.argv),
         "config": cfg.to_dict(),
         "dataset": {"spec": ds.spec, "name": ds.name, "sha256": ds.checksum,
+                    "resolved": str(Path(ds.spec).resolve()) if Path(ds.spec).exists() else ds.spec,
                     "num_classes": ds.num_classes, "has_coarse": ds.has_coarse},
         "class_names": ds.class_names,
         "coarse_names": ds.coarse_names,

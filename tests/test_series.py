@@ -138,10 +138,11 @@ def test_every_expected_figure_is_a_valid_png_of_sensible_size(series):
 def test_figures_are_regenerated_not_reused(series):
     folder = series["out"] / "reports" / "figures"
     before = {n: (folder / n).stat().st_mtime_ns for n in EXPECTED_FIGURES if n.endswith("_baseline.png") and not n.startswith("overfit_vs")}
-    r = subprocess.run([sys.executable, "-m", "cifarlab", "visualize", "--out", str(series["out"]),
-                        "--models", "baseline"], capture_output=True, text=True,
-                       env=series["env"], timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    for cmd in ("evaluate", "visualize"):
+        r = subprocess.run([sys.executable, "-m", "cifarlab", cmd, "--out", str(series["out"]),
+                            "--models", "baseline"], capture_output=True, text=True,
+                           env=series["env"], timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
     for n, t in before.items():
         assert (folder / n).stat().st_mtime_ns > t, n
 

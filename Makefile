@@ -15,10 +15,11 @@ STAMP         := $(VENV)/.cifarlab-installed
 
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 
-.PHONY: setup run test notebooks bench lint clean help
+.PHONY: setup run series test bench lint clean help
 
 help:
 	@echo "make run    DATASET=... PROFILE=smoke|cpu|full VGG16_WEIGHTS=imagenet|none|FILE  (the series)"
+	@echo "make series (the same series from the CLI, without notebooks)"
 	@echo "make test   (the test suite)"
 	@echo "make bench  (throughput benchmarks -> BENCHMARKS.md)"
 	@echo "make lint   (ruff)"
@@ -32,7 +33,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The series as the user meets it: the four notebooks executed in order by papermill
+# (executed copies in reports/notebooks/), leaving models, histories and reports.
 run: setup
+	$(BIN)/python -m cifarlab notebooks --dataset $(DATASET) $(PROFILE_ARG) --out $(OUT) --seed $(SEED) --vgg16-weights $(VGG16_WEIGHTS)
+
+# The same series from the command line, without notebooks.
+series: setup
 	$(BIN)/python -m cifarlab run --dataset $(DATASET) $(PROFILE_ARG) --out $(OUT) --seed $(SEED) --vgg16-weights $(VGG16_WEIGHTS)
 
 test: setup

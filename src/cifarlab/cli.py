@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "then evaluate and visualize")
     _common(r)
 
+    nb = sub.add_parser("notebooks", help="execute the four notebooks in order with papermill "
+                                          "into reports/notebooks/ (what `make run` does)")
+    _common(nb)
+
     e = sub.add_parser("evaluate", help="evaluate saved models on the untouched test split")
     _common(e, training=False)
     e.add_argument("--models", nargs="*", default=None, help="model names (default: all saved)")
@@ -132,6 +136,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         tune.run_search(**common, max_trials=args.max_trials)
     elif args.command == "run":
         train.run_series(**common)
+    elif args.command == "notebooks":
+        from cifarlab.notebooks import run_notebooks
+
+        run_notebooks(args.dataset, profile, args.out, args.seed, args.vgg16_weights,
+                      progress=not args.quiet, epochs=args.epochs, batch_size=args.batch_size)
     return 0
 
 

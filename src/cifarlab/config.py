@@ -96,7 +96,7 @@ _MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
     "baseline": {
         # The classic Keras-tutorial CNN with Adam: the reference point, not tuned.
         "smoke": dict(epochs=3, early_stopping=3),
-        "cpu": dict(epochs=3, early_stopping=3, augment=0.1),
+        "cpu": dict(epochs=6, early_stopping=3, augment=0.1),
         "full": dict(epochs=40, early_stopping=8, augment=0.1),
     },
     "overfit": {
@@ -104,7 +104,7 @@ _MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
         # others: the gap between train and validation is the lesson.
         # A constant learning rate: a decaying one would damp the memorisation.
         "smoke": dict(epochs=12, schedule="constant"),
-        "cpu": dict(epochs=8, train_limit=12_500, schedule="constant"),
+        "cpu": dict(epochs=15, train_limit=12_500, schedule="constant"),
         "full": dict(epochs=40, train_limit=12_500, schedule="constant"),
     },
     "tuned": {
@@ -112,7 +112,7 @@ _MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
         # label smoothing, flip + crop, test-time flip). The search may change all of it.
         "smoke": dict(epochs=3, optimizer="sgd", learning_rate=0.05, warmup_fraction=0.2,
                       weight_decay=5e-4, label_smoothing=0.1, augment=0.1, tta_flip=True),
-        "cpu": dict(epochs=4, optimizer="sgd", learning_rate=0.2, warmup_fraction=0.2,
+        "cpu": dict(epochs=18, batch_size=256, optimizer="sgd", learning_rate=0.2, warmup_fraction=0.2,
                     weight_decay=5e-4, label_smoothing=0.2, augment=0.125, tta_flip=True),
         "full": dict(epochs=30, batch_size=512, optimizer="sgd", learning_rate=0.4,
                      warmup_fraction=0.2, weight_decay=5e-4, label_smoothing=0.2,
@@ -121,7 +121,7 @@ _MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
     "vgg16": {
         # epochs = head epochs (base frozen, cached features) + fine-tune epochs.
         "smoke": dict(epochs=3, early_stopping=None, hp=dict(head_epochs=2, finetune_lr=1e-4)),
-        "cpu": dict(epochs=8, hp=dict(head_epochs=3, finetune_lr=1e-4)),
+        "cpu": dict(epochs=8, hp=dict(head_epochs=3, finetune_lr=1e-4, image_size=48)),
         "full": dict(epochs=20, batch_size=128, augment=0.0,
                      hp=dict(head_epochs=5, finetune_lr=5e-5, image_size=64)),
     },
@@ -130,7 +130,7 @@ _MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
 #: The search budget per profile: trials, epochs per trial, training images per trial.
 SEARCH_BUDGET = {
     "smoke": dict(max_trials=2, epochs=1, train_limit=600),
-    "cpu": dict(max_trials=4, epochs=2, train_limit=6_000),
+    "cpu": dict(max_trials=5, epochs=2, train_limit=8_000),
     "full": dict(max_trials=20, epochs=10, train_limit=None),
 }
 

@@ -250,3 +250,23 @@ def _markdown_table(df: pd.DataFrame) -> str:
     for _, r in df.iterrows():
         rows.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
     return "\n".join(rows)
+
+
+def confused_pairs_table(out, top: int = 5) -> pd.DataFrame:
+    """The most-confused class pairs of every evaluated model, side by side."""
+    frames = []
+    for name in saved_models(out):
+        f = Path(out) / "reports" / f"confused_pairs_{name}.csv"
+        if f.is_file():
+            frames.append(pd.read_csv(f).head(top).assign(model=name))
+    if not frames:
+        raise CifarlabError(f"no confused-pairs tables in {Path(out) / 'reports'}; run evaluate first")
+    return pd.concat(frames, ignore_index=True)[["model", "true", "predicted", "count"]]
+
+
+def per_class_table(out, name: str) -> pd.DataFrame:
+    """Precision, recall and F1 per class of one evaluated model."""
+    f = Path(out) / "reports" / f"per_class_{name}.csv"
+    if not f.is_file():
+        raise CifarlabError(f"{f} not found; run evaluate first")
+    return pd.read_csv(f)

@@ -502,6 +502,21 @@ def _cached_features(features, split: Split, work: Path, batch_size: int, progre
     return out
 
 
+def summary_table(out, names=SERIES):
+    """What each saved model's metadata says: size, epochs, time, validation accuracy."""
+    import pandas as pd
+
+    rows = []
+    for n in names:
+        m = json.loads(paths(out, n)["meta"].read_text())
+        rows.append({"model": n, "params": m["params"], "epochs": m["epochs_run"],
+                     "train_time_s": m["wall_time_s"], "best_val_accuracy": m["best_val_accuracy"],
+                     "final_train_accuracy": m["final_train_accuracy"],
+                     "weights": m.get("weights_source", "trained from scratch"),
+                     "backend": m["backend"]})
+    return pd.DataFrame(rows)
+
+
 def run_series(dataset="cifar100", profile=None, out=".", seed=0, overrides=None,
                vgg16_weights="imagenet", progress=True) -> list[dict]:
     """The whole series in order, then evaluation and pictures."""

@@ -166,3 +166,35 @@ def best_config(out, dataset, profile, seed, progress=True, vgg16_weights="image
         return TrainConfig.from_dict(found["config"])
     print("no search result for this dataset/profile/seed yet: running the search first", flush=True)
     return run_search(ds, profile, out, seed, progress=progress)
+
+
+def describe_space() -> "pd.DataFrame":
+    """The search space as a table: dimension, values, default."""
+    import pandas as pd
+
+    hp = kt.HyperParameters()
+    config_from_hp(hp, cfgmod.model_config("tuned", "smoke"))
+    rows = []
+    for p in hp.space:
+        values = getattr(p, "values", None)
+        if values is not None and not isinstance(values, (list, tuple)):
+            values = [round(v, 4) for v in values]  # Int / Float ranges enumerate their steps
+        if values is None:
+            values = f"{p.min_value} .. {p.max_value}" + (f" step {p.step}" if getattr(p, "step", None) else "")
+        elif isinstance(p, kt.engine.hyperparameters.Boolean):
+            values = [True, False]
+        cond = ", ".join(f"{c.name} in {c.values}" for c in p.conditions)
+        rows.append({"hyperparameter": p.name, "values": values, "default": p.default, "only when": cond})
+    return pd.DataFrame(rows)
+
+
+def trials_table(out) -> "pd.DataFrame":
+    """The finished search's trials, best first."""
+    import pandas as pd
+
+    found = load_search(out)
+    if not found:
+        raise CifarlabError(f"no search result in {search_path(out)}; run `cifarlab tune` first")
+    rows = [{"trial": t["trial_id"], "val_accuracy": t["val_accuracy"], **t["hyperparameters"]}
+            for t in found["trials"]]
+    return pd.DataFrame(rows).sort_values("val_accuracy", ascending=False).reset_index(drop=True)

@@ -331,3 +331,57 @@ def visualize_all(out: str | Path = ".", dataset=None, models: list[str] | None 
     with atomic_path(folder / "index.json") as tmp:
         tmp.write_text(json.dumps(sorted(p.name for p in files), indent=1))
     return files
+
+
+# --------------------------------------------------------------------------- notebook helpers
+
+
+def class_balance(ds: Dataset, split, path: Path) -> Path:
+    """Images per class in the train / validation / test splits (the protocol, drawn)."""
+    import pandas as pd
+
+    n = ds.num_classes
+    counts = pd.DataFrame({
+        "train": np.bincount(split.y_train, minlength=n),
+        "validation": np.bincount(split.y_val, minlength=n),
+        "test": np.bincount(ds.y_test, minlength=n),
+    }, index=ds.class_names)
+    fig, ax = plt.subplots(figsize=(max(8, n * 0.18), 4))
+    counts.plot.bar(ax=ax, width=0.85)
+    ax.set_xlabel("class")
+    ax.set_ylabel("images")
+    ax.set_title(f"{ds.name}: images per class — {len(split.y_train):,} train / "
+                 f"{len(split.y_val):,} validation (stratified) / {len(ds.y_test):,} test")
+    if n > 20:
+        ax.tick_params(axis="x", labelsize=5)
+    return _save(fig, path)
+
+
+def curves(out: str | Path, name: str) -> Path:
+    """Learning curves of a saved model's history, written to reports/figures/."""
+    hist = np.load(Path(out) / "histories" / f"{name}.npy", allow_pickle=False)
+    return learning_curves(name, hist, Path(out) / "reports" / "figures" / f"curves_{name}.png")
+
+
+def overfit_gap(out: str | Path) -> Path:
+    """The overfit model's train-validation gap beside the baseline's."""
+    hists = {n: np.load(Path(out) / "histories" / f"{n}.npy", allow_pickle=False)
+             for n in ("baseline", "overfit")}
+    return overfit_vs_baseline(hists, Path(out) / "reports" / "figures" / "overfit_vs_baseline.png")
+
+
+def show(*paths) -> None:
+    """Display saved PNGs inline in a notebook (figures are files first, pictures second)."""
+    from IPython.display import Image, display
+
+    for p in paths:
+        for q in ([p] if isinstance(p, (str, Path)) else p):
+            display(Image(filename=str(q)))
+
+
+def figures(out: str | Path, kind: str) -> list[Path]:
+    """The saved figures of one kind (curves, confusion, filters, ...), in model order."""
+    folder = Path(out) / "reports" / "figures"
+    order = {m: i for i, m in enumerate(("baseline", "overfit", "tuned", "vgg16"))}
+    found = list(folder.glob(f"{kind}_*.png")) + [p for p in [folder / f"{kind}.png"] if p.is_file()]
+    return sorted(found, key=lambda p: (order.get(p.stem.split("_")[-1], 9), p.name))

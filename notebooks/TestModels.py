@@ -1,0 +1,88 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Testing the models on the untouched test split
+#
+# Every saved model is loaded from disk (Keras safe mode) and judged once on the test
+# split, which no training or selection step has seen. Reported: loss, accuracy, top-5
+# accuracy, superclass accuracy for CIFAR-100 (a fine prediction counts when it falls in
+# the right one of the 20 superclasses), per-class precision / recall / F1 and confusion
+# matrices. This notebook reads only what the earlier ones saved.
+
+# %% [markdown]
+# ### Setup
+# Installs `cifarlab` when it is missing (Colab, a fresh kernel): from this checkout when
+# the notebook sits in one, else from `CIFARLAB_PIP_SPEC` (e.g. the repository's git URL).
+
+# %%
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+if importlib.util.find_spec("cifarlab") is None:
+    root = Path.cwd().parent
+    spec = str(root) if (root / "pyproject.toml").is_file() else os.environ.get("CIFARLAB_PIP_SPEC")
+    if not spec:
+        raise SystemExit("set CIFARLAB_PIP_SPEC to where cifarlab can be pip-installed from")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", spec])
+
+# %% tags=["parameters"]
+# Parameters (papermill overrides these; `make run` passes its DATASET, PROFILE, OUT, SEED).
+dataset = "cifar100"  # cifar100, cifar10, an official archive, or an image folder / .tar.gz / .zip
+profile = None  # smoke, cpu or full; None: full with a GPU, cpu without
+out = ".."  # the project root: saved_models/, histories/, reports/ go under it
+seed = 0
+vgg16_weights = "imagenet"  # imagenet, offline, none, or a .h5 file
+epochs = None  # None: the profile's epochs
+batch_size = None  # None: the profile's batch size
+
+# %%
+import pandas as pd
+
+from cifarlab import evaluate, visualize
+
+pd.set_option("display.precision", 4)
+
+# %% [markdown]
+# ## All models side by side
+# Also saved as `reports/results.csv` and `reports/results.md`.
+
+# %%
+table = evaluate.evaluate_all(out, dataset=dataset)
+table
+
+# %% [markdown]
+# ## Where each model fails: confusion matrices
+# Rows are the true classes, normalised to sum to 1: the diagonal is each class's recall.
+# For CIFAR-100 the classes are ordered by superclass, so confusions inside a superclass
+# (say, among the five trees) show as blocks along the diagonal.
+
+# %%
+visualize.show(visualize.figures(out, "confusion"))
+
+# %% [markdown]
+# ## The classes each model confuses most
+
+# %%
+evaluate.confused_pairs_table(out)
+
+# %% [markdown]
+# ## Per-class scores of the best model
+
+# %%
+evaluate.per_class_table(out, table.sort_values("test_accuracy").iloc[-1]["model"])

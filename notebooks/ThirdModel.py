@@ -1,0 +1,90 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The third model: a CNN found by a hyperparameter search
+#
+# The baseline was written by hand; here KerasTuner (Bayesian optimisation) searches for a
+# better network and training recipe. It looks only at the train/validation split: the
+# test split stays untouched until *TestModels*. Trials are kept on disk under
+# `tuning/`, so an interrupted search resumes where it stopped. The winner is saved as
+# JSON (`saved_models/tuned_search.json`) and the final model is rebuilt from it.
+
+# %% [markdown]
+# ### Setup
+# Installs `cifarlab` when it is missing (Colab, a fresh kernel): from this checkout when
+# the notebook sits in one, else from `CIFARLAB_PIP_SPEC` (e.g. the repository's git URL).
+
+# %%
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+if importlib.util.find_spec("cifarlab") is None:
+    root = Path.cwd().parent
+    spec = str(root) if (root / "pyproject.toml").is_file() else os.environ.get("CIFARLAB_PIP_SPEC")
+    if not spec:
+        raise SystemExit("set CIFARLAB_PIP_SPEC to where cifarlab can be pip-installed from")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", spec])
+
+# %% tags=["parameters"]
+# Parameters (papermill overrides these; `make run` passes its DATASET, PROFILE, OUT, SEED).
+dataset = "cifar100"  # cifar100, cifar10, an official archive, or an image folder / .tar.gz / .zip
+profile = None  # smoke, cpu or full; None: full with a GPU, cpu without
+out = ".."  # the project root: saved_models/, histories/, reports/ go under it
+seed = 0
+vgg16_weights = "imagenet"  # imagenet, offline, none, or a .h5 file
+epochs = None  # None: the profile's epochs
+batch_size = None  # None: the profile's batch size
+
+# %%
+from cifarlab import config, data, train, tune, visualize
+
+profile = config.resolve_profile(profile)
+overrides = {"epochs": epochs, "batch_size": batch_size}
+
+# %% [markdown]
+# ## The search space
+# Architecture (width, depth, batch norm, residual or plain blocks, dropout),
+# regularisation (weight decay, label smoothing), augmentation strength and the
+# optimiser with its learning rate and schedule: a linear warm-up into a cosine decay,
+# which is a one-cycle schedule when the warm-up is 20-30% of training. These are the
+# ingredients of the fast small-budget CIFAR recipes.
+
+# %%
+tune.describe_space()
+
+# %% [markdown]
+# ## The search
+# Each trial trains a candidate for a few epochs on part of the training split and is
+# scored by validation accuracy. The budget (trials, epochs, images) comes from the profile.
+
+# %%
+ds = data.load_dataset(dataset)
+best = tune.run_search(ds, profile, out, seed)
+tune.trials_table(out)
+
+# %% [markdown]
+# ## The tuned model, trained with the winning configuration
+# Rebuilt from the saved JSON and trained for the profile's full epochs, with early
+# stopping and the best validation checkpoint. Predictions average each image and its
+# mirror image (test-time flip), as recorded in the configuration.
+
+# %%
+tuned = train.train_model("tuned", ds, profile, out, seed, overrides, vgg16_weights)
+visualize.show(visualize.curves(out, "tuned"))
+train.summary_table(out, ["tuned"])

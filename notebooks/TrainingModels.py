@@ -1,0 +1,130 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Training the models: baseline, overfit and VGG16 transfer
+#
+# **The problem.** Classify small (32x32) colour images into one of many classes: the 100
+# classes of CIFAR-100 by default, the 10 of CIFAR-10, or the classes of any image folder.
+#
+# **The measure of success.** Accuracy on the test split: the classes are balanced (we
+# check this below), so accuracy is not misled by a majority class. Top-5 accuracy and
+# per-class scores come in *TestModels*.
+#
+# **The protocol.** The 50,000 training images are split once, stratified and seeded, into
+# 40,000 for training and 10,000 for validation. Every choice (early stopping, the best
+# epoch, the hyperparameter search in *ThirdModel*) looks at validation only. The test
+# split is touched once, at the end, in *TestModels*.
+#
+# This notebook trains three of the four models; *ThirdModel* searches for and trains the
+# fourth. Everything is saved (`saved_models/*.keras`, `histories/*.npy`, metadata JSON),
+# so the later notebooks can run on their own after a kernel restart.
+
+# %% [markdown]
+# ### Setup
+# Installs `cifarlab` when it is missing (Colab, a fresh kernel): from this checkout when
+# the notebook sits in one, else from `CIFARLAB_PIP_SPEC` (e.g. the repository's git URL).
+
+# %%
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+if importlib.util.find_spec("cifarlab") is None:
+    root = Path.cwd().parent
+    spec = str(root) if (root / "pyproject.toml").is_file() else os.environ.get("CIFARLAB_PIP_SPEC")
+    if not spec:
+        raise SystemExit("set CIFARLAB_PIP_SPEC to where cifarlab can be pip-installed from")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", spec])
+
+# %% tags=["parameters"]
+# Parameters (papermill overrides these; `make run` passes its DATASET, PROFILE, OUT, SEED).
+dataset = "cifar100"  # cifar100, cifar10, an official archive, or an image folder / .tar.gz / .zip
+profile = None  # smoke, cpu or full; None: full with a GPU, cpu without
+out = ".."  # the project root: saved_models/, histories/, reports/ go under it
+seed = 0
+vgg16_weights = "imagenet"  # imagenet, offline, none, or a .h5 file
+epochs = None  # None: the profile's epochs
+batch_size = None  # None: the profile's batch size
+
+# %%
+from cifarlab import config, data, train, visualize
+
+profile = config.resolve_profile(profile)
+overrides = {"epochs": epochs, "batch_size": batch_size}
+figures = Path(out) / "reports" / "figures"
+
+# %% [markdown]
+# ## The data
+# One spec string selects the dataset. Official archives are checked against their
+# published md5 before anything is read; decoded images are cached, so this is fast
+# the second time.
+
+# %%
+ds = data.load_dataset(dataset)
+info = ds.describe()
+{k: info[k] for k in ("name", "num_classes", "train", "test", "image_shape", "sha256")}
+
+# %% [markdown]
+# ## The split, and the class balance that makes accuracy a fair measure
+
+# %%
+split = data.split_train_val(ds, seed=seed)
+visualize.show(visualize.class_balance(ds, split, figures / "class_balance.png"))
+
+# %% [markdown]
+# ## 1. The baseline
+# A small CNN in the classic style: three 3x3 convolutions, max-pooling, four more,
+# max-pooling, one dense hidden layer, with dropout after each block and after the hidden
+# layer. Adam, light augmentation (flip and shift), early stopping on validation accuracy.
+# The model contains its own normalisation, so it takes raw pixels.
+
+# %%
+baseline = train.train_model("baseline", ds, profile, out, seed, overrides, vgg16_weights)
+visualize.show(visualize.curves(out, "baseline"))
+
+# %% [markdown]
+# ## 2. A model that overfits on purpose
+# The same layout with a wider hidden layer and *no* regularisation: no dropout, no
+# augmentation, no early stopping, fewer training images and a constant learning rate.
+# Training accuracy climbs towards 100% while validation accuracy stalls and validation
+# loss rises: the model memorises instead of generalising.
+
+# %%
+overfit = train.train_model("overfit", ds, profile, out, seed, overrides, vgg16_weights)
+visualize.show(visualize.curves(out, "overfit"), visualize.overfit_gap(out))
+
+# %% [markdown]
+# ## 3. Transfer learning from VGG16
+# `keras.applications.VGG16` without its classifier, with pretrained weights, and a new
+# dense head (batch norm first: VGG features are large and unnormalised). Phase 1 trains
+# only the head on features computed once by the frozen base; phase 2 unfreezes the top
+# block and fine-tunes it with a low learning rate. VGG16's own preprocessing (BGR, mean
+# subtraction) is part of the model. The weights' source is recorded and reported.
+
+# %%
+vgg = train.train_model("vgg16", ds, profile, out, seed, overrides, vgg16_weights)
+print("VGG16 weights:", vgg["weights_source"])
+visualize.show(visualize.curves(out, "vgg16"))
+
+# %% [markdown]
+# ## What was saved
+# Each model is a `.keras` file that plain Keras can load, with a JSON file holding the
+# evidence (config, data checksum, class names, seed, backend, versions, hardware, time).
+
+# %%
+train.summary_table(out, ["baseline", "overfit", "vgg16"])

@@ -1,0 +1,99 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # What the models learned: curves, filters, feature maps, patterns, Grad-CAM
+#
+# Pictures of every saved model, written to `reports/figures/` and shown here. This
+# notebook reads only what the earlier ones saved.
+
+# %% [markdown]
+# ### Setup
+# Installs `cifarlab` when it is missing (Colab, a fresh kernel): from this checkout when
+# the notebook sits in one, else from `CIFARLAB_PIP_SPEC` (e.g. the repository's git URL).
+
+# %%
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+if importlib.util.find_spec("cifarlab") is None:
+    root = Path.cwd().parent
+    spec = str(root) if (root / "pyproject.toml").is_file() else os.environ.get("CIFARLAB_PIP_SPEC")
+    if not spec:
+        raise SystemExit("set CIFARLAB_PIP_SPEC to where cifarlab can be pip-installed from")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", spec])
+
+# %% tags=["parameters"]
+# Parameters (papermill overrides these; `make run` passes its DATASET, PROFILE, OUT, SEED).
+dataset = "cifar100"  # cifar100, cifar10, an official archive, or an image folder / .tar.gz / .zip
+profile = None  # smoke, cpu or full; None: full with a GPU, cpu without
+out = ".."  # the project root: saved_models/, histories/, reports/ go under it
+seed = 0
+vgg16_weights = "imagenet"  # imagenet, offline, none, or a .h5 file
+epochs = None  # None: the profile's epochs
+batch_size = None  # None: the profile's batch size
+
+# %%
+from cifarlab import visualize
+
+files = visualize.visualize_all(out, dataset=dataset)
+len(files)
+
+# %% [markdown]
+# ## Learning curves
+# Training against validation, loss and accuracy, per epoch. The overfit model's
+# validation loss turns upwards while its training accuracy keeps climbing.
+
+# %%
+visualize.show(visualize.figures(out, "curves"), visualize.figures(out, "overfit_vs_baseline"))
+
+# %% [markdown]
+# ## First-layer filters
+# The 3x3 RGB kernels of the first convolution: colour blobs and oriented edges.
+
+# %%
+visualize.show(visualize.figures(out, "filters"))
+
+# %% [markdown]
+# ## Feature maps
+# One test image through each convolution block: resolution shrinks, the channels
+# respond to larger and more abstract patterns.
+
+# %%
+visualize.show(visualize.figures(out, "feature_maps"))
+
+# %% [markdown]
+# ## Activation patterns
+# Inputs synthesised by gradient ascent to excite single filters of a deep layer
+# (TensorFlow, JAX and PyTorch backends).
+
+# %%
+visualize.show(visualize.figures(out, "patterns"))
+
+# %% [markdown]
+# ## Predictions and the most confident mistakes
+
+# %%
+visualize.show(visualize.figures(out, "predictions"), visualize.figures(out, "mistakes"))
+
+# %% [markdown]
+# ## Grad-CAM
+# Where the evidence for the predicted class lies in the image (Selvaraju et al., 2017).
+
+# %%
+visualize.show(visualize.figures(out, "gradcam"))

@@ -1,0 +1,63 @@
+"""Execute the four notebooks in order with papermill (what `make run` does).
+
+Executed copies, with their outputs and figures, go to ``<out>/reports/notebooks/``.
+A failing cell stops the series with one line naming the notebook and the cell.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from cifarlab.errors import CifarlabError
+
+ORDER = ("TrainingModels", "ThirdModel", "TestModels", "VisualizeModel")
+KERNEL = "cifarlab"  # registered into .venv by `make setup` (ipykernel install --sys-prefix)
+
+
+def notebooks_dir() -> Path:
+    """The notebooks/ folder of the checkout this package was installed from."""
+    here = Path(__file__).resolve().parents[2] / "notebooks"
+    if (here / f"{ORDER[0]}.ipynb").is_file():
+        return here
+    raise CifarlabError("notebooks/ not found: run from a checkout of the cifarlab repository")
+
+
+def run_notebooks(dataset: str, profile: str | None, out: str | Path, seed: int = 0,
+                  vgg16_weights: str = "imagenet", names=ORDER, kernel: str = KERNEL,
+                  progress: bool = True, epochs: int | None = None,
+                  batch_size: int | None = None) -> list[Path]:
+    import papermill as pm
+    from jupyter_client.kernelspec import NoSuchKernel
+
+    from cifarlab import config
+
+    out = Path(out).resolve()
+    src = notebooks_dir()
+    dest = out / "reports" / "notebooks"
+    dest.mkdir(parents=True, exist_ok=True)
+    params = {"dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,
+              "profile": config.resolve_profile(profile), "out": str(out), "seed": seed,
+              "vgg16_weights": str(Path(vgg16_weights).resolve()) if Path(vgg16_weights).is_file()
+              else vgg16_weights, "epochs": epochs, "batch_size": batch_size}
+    done = []
+    for i, name in enumerate(names, 1):
+        target = dest / f"{name}.ipynb"
+        print(f"[{i}/{len(names)}] {name}.ipynb -> {target}", flush=True)
+        t0 = time.time()
+        try:
+            pm.execute_notebook(str(src / f"{name}.ipynb"), str(target), parameters=params,
+                                kernel_name=kernel, cwd=str(src), progress_bar=progress,
+                                log_output=False)
+        except pm.PapermillExecutionError as exc:
+            raise CifarlabError(
+                f"notebook {name}.ipynb failed in cell {exc.exec_count} (index {exc.cell_index}): "
+                f"{exc.ename}: {str(exc.evalue).splitlines()[0][:300] if exc.evalue else ''}; "
+                f"the executed copy with the traceback is {target}"
+            ) from None
+        except NoSuchKernel:
+            raise CifarlabError(f"Jupyter kernel '{kernel}' not found; run `make setup` to register it") from None
+        print(f"      done in {time.time() - t0:.0f} s", flush=True)
+        done.append(target)
+    return done
+

@@ -42,6 +42,10 @@ run: setup
 series: setup
 	$(BIN)/python -m cifarlab run --dataset $(DATASET) $(PROFILE_ARG) --out $(OUT) --seed $(SEED) --vgg16-weights $(VGG16_WEIGHTS)
 
+# Throughput of every model on every installed backend, appended to BENCHMARKS.md.
+bench: setup
+	$(BIN)/python -m cifarlab bench --profile $(or $(PROFILE),cpu) --dataset $(DATASET) --markdown BENCHMARKS.md
+
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

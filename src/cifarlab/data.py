@@ -212,8 +212,12 @@ def load_dataset(spec: str = "cifar100", *, use_cache: bool = True, progress: bo
             return _cached(archive, spec, lambda: _read_official_folder(archive, key, spec), use_cache)
         return _cached(archive, spec, lambda: _read_official_archive(archive, spec), use_cache)
 
-    path = Path(spec).expanduser()
-    if not path.exists():
+    try:
+        path = Path(spec).expanduser()
+        exists = path.exists()
+    except (RuntimeError, ValueError, OSError) as exc:  # "~nobody", NUL bytes, names too long
+        raise DataError(f"dataset '{spec[:80]}' is not a usable path ({exc})") from None
+    if not exists:
         raise DataError(
             f"dataset '{spec}' not found: use cifar100, cifar10, or the path of an official "
             "CIFAR archive or of an image folder (train/<class>/*, test/<class>/*)"

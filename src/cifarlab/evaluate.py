@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +40,18 @@ def load_model(path: str | Path) -> tuple[keras.Model, dict]:
         raise CifarlabError(f"'{path}' is not a .keras model file")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         msg = str(exc)
+        first = msg.strip().splitlines()[0][:160] if msg.strip() else type(exc).__name__
         if "safe_mode" in msg or "Lambda" in msg or "lambda" in msg:
             raise CifarlabError(
                 f"refused to load {path}: it contains a Lambda layer (code that would run on "
                 "load); only models without custom code are accepted"
             ) from None
         if "Could not locate" in msg or "Unknown" in msg or "could not be deserialized" in msg:
-            raise CifarlabError(f"refused to load {path}: it uses an unknown class ({msg.splitlines()[0][:160]})") from None
-        raise CifarlabError(f"cannot load {path}: {msg.splitlines()[0][:200]}") from None
-    except (OSError, KeyError, TypeError) as exc:
+            raise CifarlabError(f"refused to load {path}: it uses an unknown class ({first})") from None
+        raise CifarlabError(f"cannot load {path}: {first}") from None
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
         raise CifarlabError(f"cannot load {path}: not a valid .keras file ({type(exc).__name__})") from None
     meta_path = path.with_suffix(".json")
     if not meta_path.is_file():

@@ -147,6 +147,28 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         pass  # the work folder is removed by train_model once the artifacts are saved
 
 
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint whose file appears atomically: Keras writes it in place, so a full
+    disk or a kill mid-write would leave a damaged best checkpoint under its name."""
+
+    def _save_model(self, epoch, batch, logs):
+        final = Path(self._get_file_path(epoch, batch, logs))
+        tmp = final.with_name(f".{final.name}.part" + "".join(final.suffixes[-2:]))
+        original = self.filepath
+        self.filepath = str(tmp)
+        try:
+            super()._save_model(epoch, batch, logs)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            self.filepath = original
+        if tmp.exists():  # only when the monitored value improved
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+
+
 def _jsonable(v):
     try:
         v = float(v)
@@ -228,7 +250,7 @@ def fit(model, cfg: TrainConfig, x, y, x_val, y_val, work: Path, logs: Path, *,
     stop = None
     if early_stopping and cfg.early_stopping:
         stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.early_stopping)
-    best = keras.callbacks.ModelCheckpoint(
+    best = AtomicModelCheckpoint(
         str(work / f"best{phase}.weights.h5"), monitor="val_accuracy",
         save_best_only=True, save_weights_only=True,
     )
@@ -392,7 +414,7 @@ def train_model(name: str, dataset: str | Dataset = "cifar100", profile: str | N
                                       vgg16_weights=vgg16_weights)
         else:
             config = cfgmod.model_config(name, profile)
-    cfg = config.replace(**(overrides or {}))
+    cfg = config.replace(**(overrides or {})).validate()
     keras.utils.set_random_seed(seed)
     ds, split, cfg = prepare(dataset, cfg, seed)
     p = paths(out, name)

@@ -1,0 +1,258 @@
+"""`cifarlab bench`: throughput against this machine's own roofline, side by side.
+
+Measured in one run, because absolute times on shared machines are noisy:
+
+- the float32 matrix-multiply rate (numpy, 2048^3): the practical roofline;
+- per model and installed Keras backend: training and inference images/s at the
+  profile's batch size, forward FLOPs per image counted from the layers, achieved
+  GFLOP/s (training counted as 3x forward) and its fraction of the roofline;
+- the input pipeline alone: JPEG decode, and batch gather + one-hot + augmentation;
+- the naive reference: the baseline architecture fed float arrays with ``fit``'s
+  defaults (batch 32) on the TensorFlow backend.
+
+Each backend runs in its own process (Keras picks its backend at import).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODELS = ("baseline", "overfit", "tuned", "vgg16")
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def count_flops(model) -> int:
+    """Forward FLOPs per image of the convolution and dense layers (2 per multiply-add).
+
+    Normalisation, pooling and activations add well under 1% on these models."""
+    import keras
+
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            flops += count_flops(layer)
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw, c_in, _ = layer.kernel.shape
+            flops += 2 * h * w * kh * kw * c_in * c_out
+        elif isinstance(layer, keras.layers.Dense):
+            c_in, c_out = layer.kernel.shape
+            flops += 2 * c_in * c_out
+    return int(flops)
+
+
+def installed_backends() -> list[str]:
+    import importlib.util
+
+    return [b for b in BACKENDS if importlib.util.find_spec(b)]
+
+
+# --------------------------------------------------------------------------- one backend
+
+
+def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
+    """Runs inside a process whose KERAS_BACKEND is already set."""
+    import keras
+
+    from cifarlab import config, models as mdl, train
+
+    rows = []
+    for name in models:
+        cfg = config.model_config(name, profile).replace(
+            mean=[125.3, 123.0, 113.9], std=[63.0, 62.1, 66.7], num_classes=100)
+        if name == "vgg16":
+            cfg = cfg.replace(hp={**cfg.hp, "image_size": 32})
+        model = mdl.build_vgg16(cfg, weights="none") if name == "vgg16" else mdl.build(cfg)
+        train.compile_model(model, cfg, 1000)
+        bs = cfg.batch_size
+        n = bs * steps
+        x = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        y = train.one_hot(np.arange(n) % 100, 100)
+        model.fit(x[: bs * 2], y[: bs * 2], batch_size=bs, epochs=1, verbose=0)  # compile/warm up
+        t = time.perf_counter()
+        model.fit(x, y, batch_size=bs, epochs=1, verbose=0, shuffle=True)
+        train_ips = n / (time.perf_counter() - t)
+        model.predict(x[:bs], batch_size=bs, verbose=0)
+        t = time.perf_counter()
+        model.predict(x, batch_size=bs, verbose=0)
+        infer_ips = n / (time.perf_counter() - t)
+        rows.append({"model": name, "backend": keras.backend.backend(), "batch_size": bs,
+                     "train_images_per_s": train_ips, "infer_images_per_s": infer_ips,
+                     "forward_mflops_per_image": count_flops(model) / 1e6,
+                     "params": int(model.count_params()), "note": "vgg16 at 32x32 input, all layers trainable"
+                     if name == "vgg16" else ""})
+    return rows
+
+
+def _naive_reference(steps: int) -> dict:
+    """The baseline architecture the naive way: float32 arrays scaled outside the model,
+    sparse labels, `fit` defaults (batch 32), TensorFlow backend."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((32, 32, 3))
+    x = inp
+    for width, convs in ((32, 3), (64, 4)):
+        for _ in range(convs):
+            x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Dropout(0.25)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(512, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    model = keras.Model(inp, layers.Dense(100, activation="softmax")(x))
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    n = 128 * steps
+    xs = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3)).astype("float32") / 255.0
+    ys = np.arange(n) % 100
+    model.fit(xs[:64], ys[:64], epochs=1, verbose=0)
+    t = time.perf_counter()
+    model.fit(xs, ys, epochs=1, verbose=0)
+    return {"model": "baseline (naive reference)", "backend": keras.backend.backend(), "batch_size": 32,
+            "train_images_per_s": n / (time.perf_counter() - t), "infer_images_per_s": None,
+            "forward_mflops_per_image": count_flops(model) / 1e6, "params": int(model.count_params()),
+            "note": "float32 arrays, fit defaults"}
+
+
+def _pipeline(dataset: str | None, batch_size: int) -> dict:
+    """Input pipeline alone: JPEG decode (done once, then cached) and per-batch work."""
+    import keras
+
+    from cifarlab import data, models as mdl
+
+    out = {}
+    if dataset and Path(dataset).is_file():
+        import tarfile
+
+        blobs = []
+        with tarfile.open(dataset) as tar:
+            for m in tar:
+                if m.isfile() and m.name.endswith((".jpg", ".png")):
+                    blobs.append(tar.extractfile(m).read())
+                    if len(blobs) == 5000:
+                        break
+        t = time.perf_counter()
+        for b in blobs:
+            data.image_to_array(b)
+        out["decode_images_per_s"] = len(blobs) / (time.perf_counter() - t)
+    n = batch_size * 50
+    x = np.random.default_rng(0).integers(0, 256, (n * 4, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(n * 4) % 100
+    aug = mdl.augmentation(0.125)
+    aug(x[:batch_size].astype("float32"), training=True)
+    t = time.perf_counter()
+    perm = np.random.default_rng(1).permutation(len(y))[:n]
+    for i in range(0, n, batch_size):
+        idx = perm[i:i + batch_size]
+        xb = x[idx].astype("float32")
+        np.eye(100, dtype="float32")[y[idx]]
+        keras.ops.convert_to_numpy(aug(xb, training=True))
+    out["batch_augment_images_per_s"] = n / (time.perf_counter() - t)
+    return out
+
+
+def _child(args: dict) -> None:
+    rows = _measure_backend(args["profile"], args["models"], args["steps"])
+    extra = {}
+    if args.get("naive"):
+        rows.append(_naive_reference(args["steps"]))
+    if args.get("pipeline"):
+        extra = _pipeline(args.get("dataset"), args["batch_size"])
+    print("BENCH-JSON " + json.dumps({"rows": rows, "pipeline": extra}), flush=True)
+
+
+# --------------------------------------------------------------------------- the whole bench
+
+
+def run_bench(profile: str = "cpu", models=MODELS, backends=None, steps: int = 20,
+              dataset: str | None = None, out: str | Path = ".") -> dict:
+    from cifarlab.errors import CifarlabError
+    from cifarlab.train import environment
+
+    backends = backends or installed_backends()
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise CifarlabError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
+    roof = matmul_gflops()
+    rows, pipeline = [], {}
+    for b in backends:
+        print(f"benchmarking backend {b} ...", flush=True)
+        args = {"profile": profile, "models": list(models), "steps": steps, "dataset": dataset,
+                "naive": b == "tensorflow", "pipeline": b == backends[0], "batch_size": 128}
+        env = {**os.environ, "KERAS_BACKEND": b, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        r = subprocess.run([sys.executable, "-c", f"from cifarlab.bench import _child; _child({args!r})"],
+                           capture_output=True, text=True, env=env)
+        line = next((ln for ln in r.stdout.splitlines() if ln.startswith("BENCH-JSON ")), None)
+        if r.returncode != 0 or line is None:
+            print(f"  backend {b} failed: {r.stderr.strip().splitlines()[-1:]}", flush=True)
+            continue
+        res = json.loads(line.removeprefix("BENCH-JSON "))
+        rows += res["rows"]
+        pipeline.update(res["pipeline"])
+    for row in rows:
+        gf = 3 * row["forward_mflops_per_image"] * row["train_images_per_s"] / 1e3
+        row["train_gflops"] = gf
+        row["fraction_of_roofline"] = gf / roof
+    naive = next((r for r in rows if "naive" in r["model"]), None)
+    for row in rows:
+        if naive and row["model"] in ("baseline",):
+            row["speedup_vs_naive"] = row["train_images_per_s"] / naive["train_images_per_s"]
+    result = {
+        "command": "cifarlab bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "run_bench",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "profile": profile, "steps": steps, "matmul_gflops": roof,
+        "pipeline": pipeline, "rows": rows, **environment(),
+    }
+    out = Path(out)
+    (out / "reports").mkdir(parents=True, exist_ok=True)
+    (out / "reports" / "bench.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def markdown(result: dict) -> str:
+    hw = result["hardware"]
+    lines = [
+        f"### `{result['command']}` — {result['date'][:10]}",
+        "",
+        f"{hw['processor']}, {hw['cpu_count']} cores, GPU: {'yes' if hw['gpu'] else 'no'}; "
+        f"Python {result['versions']['python']}, Keras {result['versions'].get('keras')}, "
+        f"TensorFlow {result['versions'].get('tensorflow', '-')}, torch {result['versions'].get('torch', '-')}, "
+        f"JAX {result['versions'].get('jax', '-')}. Profile `{result['profile']}` batch sizes, "
+        f"{result['steps']} steps per measurement, random uint8 images, 100 classes.",
+        "",
+        f"Roofline: float32 matmul (numpy, 2048^3) **{result['matmul_gflops']:.0f} GFLOP/s**.",
+        "",
+        "| model | backend | batch | train img/s | infer img/s | fwd MFLOP/img | train GFLOP/s | of roofline | vs naive |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        infer = "" if r["infer_images_per_s"] is None else f"{r['infer_images_per_s']:.0f}"
+        vs = f"{r['speedup_vs_naive']:.2f}x" if "speedup_vs_naive" in r else ""
+        lines.append(f"| {r['model']} | {r['backend']} | {r['batch_size']} | {r['train_images_per_s']:.0f} | "
+                     f"{infer} | {r['forward_mflops_per_image']:.0f} | {r['train_gflops']:.0f} | "
+                     f"{r['fraction_of_roofline']:.0%} | {vs} |")
+    p = result["pipeline"]
+    if p:
+        lines += ["", "Input pipeline alone: " + ", ".join(
+            f"{k.replace('_', ' ')} {v:,.0f}" for k, v in p.items()) + "."]
+    return "\n".join(lines) + "\n"

@@ -226,7 +226,56 @@ def run_bench(profile: str = "cpu", models=MODELS, backends=None, steps: int = 2
     out = Path(out)
     (out / "reports").mkdir(parents=True, exist_ok=True)
     (out / "reports" / "bench.json").write_text(json.dumps(result, indent=2))
+    fastest = _fastest_backend(rows)
+    if fastest:
+        record_fastest_backend(fastest, result)
+        result["fastest_backend"] = fastest
     return result
+
+
+def _fastest_backend(rows: list[dict]) -> str | None:
+    """The backend with the best total training time over the series' CNNs."""
+    by_backend: dict[str, float] = {}
+    for r in rows:
+        if r["model"] in ("baseline", "overfit", "tuned"):
+            by_backend[r["backend"]] = by_backend.get(r["backend"], 0.0) + 1.0 / r["train_images_per_s"]
+    return min(by_backend, key=by_backend.get) if by_backend else None
+
+
+def backend_choice_path() -> Path:
+    from cifarlab.data import cache_dir
+
+    return cache_dir() / "fastest_backend.json"
+
+
+def record_fastest_backend(backend: str, result: dict) -> None:
+    p = backend_choice_path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps({"backend": backend, "date": result["date"],
+                             "processor": result["hardware"]["processor"],
+                             "cpu_count": result["hardware"]["cpu_count"]}))
+
+
+def choose_backend() -> str | None:
+    """Set KERAS_BACKEND to the fastest measured on this hardware, unless the user set it.
+
+    Reads what `cifarlab bench` recorded; returns the choice (None: Keras' default)."""
+    import importlib.util
+
+    if "KERAS_BACKEND" in os.environ:
+        return None
+    try:
+        rec = json.loads(backend_choice_path().read_text())
+    except (OSError, ValueError):
+        return None
+    from cifarlab.hardware import cpu_name
+
+    if rec.get("processor") != cpu_name() or rec.get("cpu_count") != os.cpu_count():
+        return None  # measured on other hardware
+    if importlib.util.find_spec(rec["backend"]) is None:
+        return None
+    os.environ["KERAS_BACKEND"] = rec["backend"]
+    return rec["backend"]
 
 
 def markdown(result: dict) -> str:

@@ -119,6 +119,9 @@ def _quiet_native_logs():
 
 
 def _load_backend() -> None:
+    from cifarlab.bench import choose_backend
+
+    choose_backend()  # the fastest backend `cifarlab bench` measured here, unless KERAS_BACKEND is set
     with _quiet_native_logs():
         import keras
 

@@ -34,6 +34,9 @@ class TrainConfig:
     test_limit: int | None = None  # evaluate on a stratified subset of the test split
     val_fraction: float = 0.2  # 40,000 / 10,000 for CIFAR
     tta_flip: bool = False  # average predictions over the image and its mirror
+    # auto: mixed_bfloat16 on a GPU (tensor cores, no loss scaling needed), float32 on a
+    # CPU (no bf16 gain without AVX-512 BF16/AMX); or float32 / mixed_bfloat16 / mixed_float16
+    precision: str = "auto"
     hp: dict = field(default_factory=dict)  # architecture hyperparameters for the builder
     # filled in by the training code from the training split (never from val/test):
     mean: list[float] | None = None

@@ -47,8 +47,8 @@ def _inputs(config: TrainConfig, rotation: float = 0.0):
     x = inputs
     if config.augment > 0:
         x = augmentation(config.augment, rotation)(x)
-    x = layers.Normalization(
-        mean=list(config.mean), variance=[s * s for s in config.std], name="normalize"
+    x = layers.Normalization(  # float32 even under mixed precision: raw pixels reach 255
+        mean=list(config.mean), variance=[s * s for s in config.std], name="normalize", dtype="float32"
     )(x)
     return inputs, x
 
@@ -73,7 +73,7 @@ def _classic_cnn(config: TrainConfig, name: str, dropout: float, dense_dropout: 
     x = layers.Dense(hp["dense"], activation="relu", name="hidden")(x)
     if dense_dropout:
         x = layers.Dropout(dense_dropout, name="hidden_dropout")(x)
-    outputs = layers.Dense(config.num_classes, activation="softmax", name="predictions")(x)
+    outputs = layers.Dense(config.num_classes, activation="softmax", name="predictions", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -121,7 +121,7 @@ def build_tuned(config: TrainConfig) -> keras.Model:
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if hp.get("dropout"):
         x = layers.Dropout(hp["dropout"], name="head_dropout")(x)
-    outputs = layers.Dense(config.num_classes, activation="softmax", name="predictions")(x)
+    outputs = layers.Dense(config.num_classes, activation="softmax", name="predictions", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="tuned")
 
 
@@ -174,7 +174,7 @@ def build_vgg16(config: TrainConfig, weights: str = "imagenet") -> keras.Model:
     x = layers.BatchNormalization(name="head_bn")(x)
     x = layers.Dense(hp["dense"], activation="relu", name="head_dense")(x)
     x = layers.Dropout(hp["dropout"], name="head_dropout")(x)
-    outputs = layers.Dense(config.num_classes, activation="softmax", name="predictions")(x)
+    outputs = layers.Dense(config.num_classes, activation="softmax", name="predictions", dtype="float32")(x)
     model = keras.Model(inputs, outputs, name="vgg16")
     model.weights_source = source if path is None else f"file {Path(path).name} sha256:{_sha256(path)[:16]}"
     return model

@@ -33,6 +33,7 @@ from cifarlab import config as cfgmod
 from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset, Split, atomic_path, channel_stats, load_dataset, split_train_val
 from cifarlab.errors import CifarlabError
+from cifarlab.hardware import cpu_name
 
 import keras  # noqa: E402
 
@@ -315,22 +316,12 @@ def environment() -> dict:
         "versions": versions,
         "hardware": {
             "machine": platform.machine(),
-            "processor": _cpu_name(),
+            "processor": cpu_name(),
             "cpu_count": os.cpu_count(),
             "gpu": cfgmod.has_gpu(),
             "platform": platform.platform(),
         },
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def save_artifacts(model, name: str, out: Path, cfg: TrainConfig, ds: Dataset, records: list[dict],
@@ -415,6 +406,7 @@ def train_model(name: str, dataset: str | Dataset = "cifar100", profile: str | N
         else:
             config = cfgmod.model_config(name, profile)
     cfg = config.replace(**(overrides or {})).validate()
+    precision = set_precision(cfg.precision)
     keras.utils.set_random_seed(seed)
     ds, split, cfg = prepare(dataset, cfg, seed)
     p = paths(out, name)
@@ -437,13 +429,23 @@ def train_model(name: str, dataset: str | Dataset = "cifar100", profile: str | N
             extra = {"restored_best_weights": name != "overfit" and restore_best(model, p["work"])}
         wall = time.time() - t0 + _previous_wall(p["work"])
         meta = save_artifacts(model, name, out, cfg, ds, records, seed, wall,
-                              extra={"profile": profile, **extra})
+                              extra={"profile": profile, "precision": precision, **extra})
     shutil.rmtree(p["work"], ignore_errors=True)
     with contextlib.suppress(OSError):
         p["work"].parent.rmdir()  # runs/ goes when no other run is in progress
     print(f"saved {p['model']} (best val accuracy {meta['best_val_accuracy']:.4f}, "
           f"{meta['epochs_run']} epochs, {wall:.0f} s)", flush=True)
     return meta
+
+
+def set_precision(precision: str) -> str:
+    """Set Keras' global dtype policy; 'auto' = mixed_bfloat16 on a GPU, float32 otherwise."""
+    if precision == "auto":
+        precision = "mixed_bfloat16" if cfgmod.has_gpu() else "float32"
+    if precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
+        raise CifarlabError(f"unknown precision '{precision}'; use auto, float32, mixed_bfloat16 or mixed_float16")
+    keras.mixed_precision.set_global_policy(precision)
+    return precision
 
 
 def _check_resume(work: Path, cfg: TrainConfig, ds: Dataset, seed: int) -> None:

@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one model and save it with its history and metadata")
     t.add_argument("model", help=f"one of {', '.join(MODELS)}")
     _common(t)
+    t.add_argument("--distribute", default="none",
+                   help="none (default); mirrored (tf.distribute over local GPUs), multiworker "
+                        "(TF_CONFIG), dataparallel (JAX devices). --batch-size is per replica; "
+                        "the learning rate scales with the replicas")
 
     tu = sub.add_parser("tune", help="run the KerasTuner search for the `tuned` model (resumable)")
     _common(tu)
@@ -118,6 +122,18 @@ def _quiet_native_logs():
         os.close(devnull)
 
 
+def _os_error_line(exc: OSError) -> str:
+    """One line from an OSError, including h5py's multi-line 'file write failed' ones."""
+    import re
+
+    text = str(exc)
+    reason = re.search(r"error message = '([^']+)'", text)
+    name = re.search(r"filename = '([^']+)'", text)
+    what = reason.group(1) if reason else (exc.strerror or text.strip().splitlines()[0])
+    where = name.group(1) if name else exc.filename
+    return f"{what}" + (f" ({where})" if where else "")
+
+
 def _load_backend() -> None:
     from cifarlab.bench import choose_backend
 
@@ -144,9 +160,8 @@ def main(argv: list[str] | None = None) -> int:
               "again to resume", file=sys.stderr)
         return 130
     except OSError as exc:  # a full disk, a read-only or vanished folder: the machine, not a bug
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"cifarlab: error: cannot read or write a file{where}: {exc.strerror or exc}; "
-              "completed work is kept, run the same command again once fixed", file=sys.stderr)
+        print(f"cifarlab: error: cannot read or write a file: {_os_error_line(exc)}; completed "
+              "work is kept, run the same command again once fixed", file=sys.stderr)
         return 1
 
 
@@ -207,7 +222,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "train":
         if args.model not in MODELS:
             raise CifarlabError(f"unknown model '{args.model}'; choose one of {', '.join(MODELS)}")
-        train.train_model(args.model, **common)
+        train.train_model(args.model, **common, distribute=args.distribute)
     elif args.command == "tune":
         from cifarlab import tune
 

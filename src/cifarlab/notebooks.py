@@ -6,6 +6,7 @@ A failing cell stops the series with one line naming the notebook and the cell.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def run_notebooks(dataset: str, profile: str | None, out: str | Path, seed: int 
 
     out = Path(out).resolve()
     src = notebooks_dir()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the kernels inherit it
     dest = out / "reports" / "notebooks"
     dest.mkdir(parents=True, exist_ok=True)
     params = {"dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,

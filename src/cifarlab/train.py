@@ -388,11 +388,20 @@ def prepare(dataset: str | Dataset, cfg: TrainConfig, seed: int) -> tuple[Datase
 def train_model(name: str, dataset: str | Dataset = "cifar100", profile: str | None = None,
                 out: str | Path = ".", seed: int = 0, overrides: dict | None = None,
                 vgg16_weights: str = "imagenet", progress: bool = True,
-                config: TrainConfig | None = None) -> dict:
+                config: TrainConfig | None = None, distribute: str | None = None) -> dict:
     """Train one of the four models and save its model, history and metadata.
 
+    ``distribute``: none, mirrored, multiworker or dataparallel (see cifarlab.distribute).
     Returns the metadata written to ``saved_models/<name>.json``.
     """
+    from cifarlab import distribute as dist_mod
+
+    dist = dist_mod.setup(distribute)
+    if dist.kind != "none":
+        print(f"distribute: {dist.kind} over {dist.replicas} replica(s) "
+              f"{dist.devices or ''} as {dist.task}".rstrip(), flush=True)
+    if not dist.is_chief:  # workers other than the chief write their copies aside
+        out = Path(out) / "workers" / dist.task
     if name not in SERIES:
         raise CifarlabError(f"unknown model '{name}'; choose one of {', '.join(SERIES)}")
     profile = cfgmod.resolve_profile(profile)
@@ -405,10 +414,16 @@ def train_model(name: str, dataset: str | Dataset = "cifar100", profile: str | N
                                       vgg16_weights=vgg16_weights)
         else:
             config = cfgmod.model_config(name, profile)
-    cfg = config.replace(**(overrides or {})).validate()
+    cfg = dist_mod.scale(config.replace(**(overrides or {})).validate(), dist)
     precision = set_precision(cfg.precision)
     keras.utils.set_random_seed(seed)
     ds, split, cfg = prepare(dataset, cfg, seed)
+    if dist.kind == "dataparallel" and dist.replicas > 1:
+        # every batch must split evenly over the devices: drop at most replicas-1 images
+        r = dist.replicas
+        split = Split(split.x_train[: len(split.y_train) // r * r], split.y_train[: len(split.y_train) // r * r],
+                      split.x_val[: len(split.y_val) // r * r], split.y_val[: len(split.y_val) // r * r],
+                      split.seed, split.val_fraction)
     p = paths(out, name)
     with run_lock(p["work"]):
         _check_resume(p["work"], cfg, ds, seed)
@@ -416,17 +431,20 @@ def train_model(name: str, dataset: str | Dataset = "cifar100", profile: str | N
         print(f"training {name} on {ds.name}: {len(split.y_train):,} train / "
               f"{len(split.y_val):,} val images, {cfg.epochs} epochs, profile {profile}, "
               f"backend {keras.backend.backend()}", flush=True)
-        if name == "vgg16":
-            model, records, extra = _train_vgg16(cfg, split, p, vgg16_weights, progress)
-        else:
-            from cifarlab.models import build
+        with dist.scope:
+            if name == "vgg16":
+                model, records, extra = _train_vgg16(cfg, split, p, vgg16_weights, progress)
+            else:
+                from cifarlab.models import build
 
-            model = build(cfg)
-            steps = cfg.epochs * int(np.ceil(len(split.y_train) / cfg.batch_size))
-            compile_model(model, cfg, steps)
-            records = fit(model, cfg, split.x_train, split.y_train, split.x_val, split.y_val,
-                          p["work"], p["logs"], early_stopping=name != "overfit", progress=progress)
-            extra = {"restored_best_weights": name != "overfit" and restore_best(model, p["work"])}
+                model = build(cfg)
+                steps = cfg.epochs * int(np.ceil(len(split.y_train) / cfg.batch_size))
+                compile_model(model, cfg, steps)
+                records = fit(model, cfg, split.x_train, split.y_train, split.x_val, split.y_val,
+                              p["work"], p["logs"], early_stopping=name != "overfit",
+                              progress=progress)
+                extra = {"restored_best_weights": name != "overfit" and restore_best(model, p["work"])}
+        extra["distribute"] = dist.describe()
         wall = time.time() - t0 + _previous_wall(p["work"])
         meta = save_artifacts(model, name, out, cfg, ds, records, seed, wall,
                               extra={"profile": profile, "precision": precision, **extra})
@@ -439,9 +457,13 @@ def train_model(name: str, dataset: str | Dataset = "cifar100", profile: str | N
 
 
 def set_precision(precision: str) -> str:
-    """Set Keras' global dtype policy; 'auto' = mixed_bfloat16 on a GPU, float32 otherwise."""
+    """Set Keras' global dtype policy. 'auto': mixed_bfloat16 on a GPU, and on a CPU with
+    bfloat16 instructions under TensorFlow (oneDNN); float32 otherwise."""
     if precision == "auto":
-        precision = "mixed_bfloat16" if cfgmod.has_gpu() else "float32"
+        from cifarlab.hardware import cpu_has_bf16
+
+        fast_bf16 = cfgmod.has_gpu() or (cpu_has_bf16() and keras.backend.backend() == "tensorflow")
+        precision = "mixed_bfloat16" if fast_bf16 else "float32"
     if precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
         raise CifarlabError(f"unknown precision '{precision}'; use auto, float32, mixed_bfloat16 or mixed_float16")
     keras.mixed_precision.set_global_policy(precision)

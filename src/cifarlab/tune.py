@@ -14,6 +14,7 @@ flip + translate augmentation of tunable strength.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class TunedHyperModel(kt.HyperModel):
     def __init__(self, base: TrainConfig, steps_per_epoch: int, epochs: int):
         super().__init__(name="tuned")
         self.base, self.steps, self.epochs = base, steps_per_epoch, epochs
+        self.trials_run = 0  # by this process (a worker's share in a distributed search)
 
     def build(self, hp):
         from cifarlab.models import build_tuned
@@ -74,11 +76,23 @@ class TunedHyperModel(kt.HyperModel):
         from cifarlab.train import one_hot
 
         cfg = config_from_hp(hp, self.base)
+        self.trials_run += 1
         xv, yv = validation_data
         return model.fit(
             x, one_hot(y, cfg.num_classes), batch_size=cfg.batch_size, epochs=self.epochs,
             validation_data=(xv, one_hot(yv, cfg.num_classes)), shuffle=True, **kwargs,
         )
+
+
+def _role() -> str:
+    """'single', 'chief' or 'worker:<id>' from KerasTuner's KERASTUNER_* variables."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return "single"
+    tid = os.environ.get("KERASTUNER_TUNER_ID", "")
+    if not tid or "KERASTUNER_ORACLE_PORT" not in os.environ:
+        raise CifarlabError("distributed search needs KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP "
+                            "and KERASTUNER_ORACLE_PORT")
+    return "chief" if "chief" in tid else f"worker:{tid}"
 
 
 def search_path(out: Path) -> Path:
@@ -110,8 +124,10 @@ def run_search(dataset: str | Dataset = "cifar100", profile: str | None = None, 
         xv, yv = stratified_subset(xv, yv, max(ds.num_classes * 2, budget["train_limit"] // 4), seed)
     steps = int(np.ceil(len(y) / base.batch_size))
     project = f"{ds.name}-{ds.checksum[:8]}-{profile}-seed{seed}"
+    hypermodel = TunedHyperModel(base, steps, budget["epochs"])
+    role = _role()
     tuner = kt.BayesianOptimization(
-        TunedHyperModel(base, steps, budget["epochs"]),
+        hypermodel,
         objective="val_accuracy",
         max_trials=budget["max_trials"],
         num_initial_points=min(2, budget["max_trials"]),
@@ -124,6 +140,12 @@ def run_search(dataset: str | Dataset = "cifar100", profile: str | None = None, 
           f"train / {len(yv):,} val images (project {project})", flush=True)
     t0 = time.time()
     tuner.search(x, y, validation_data=(xv, yv), verbose=1 if progress else 0)
+    if role.startswith("worker"):
+        # KerasTuner's chief/worker mode: the chief's oracle hands out trials and keeps
+        # the results; a worker only reports its share.
+        print(f"search worker {os.environ['KERASTUNER_TUNER_ID']} ran {hypermodel.trials_run} "
+              "trial(s)", flush=True)
+        return base
     best_hp = tuner.get_best_hyperparameters(1)[0]
     trials = []
     for t in tuner.oracle.trials.values():
@@ -143,6 +165,7 @@ def run_search(dataset: str | Dataset = "cifar100", profile: str | None = None, 
         "budget": budget,
         "search_wall_time_s": round(time.time() - t0, 1),
         "tuner": "keras_tuner.BayesianOptimization",
+        "distributed": role == "chief",
         **environment(),
     }
     with atomic_path(search_path(out)) as tmp:

@@ -51,6 +51,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 
 clean:
 	rm -rf saved_models histories reports logs

@@ -16,7 +16,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = Path(os.environ.get("CIFARLAB_REAL_DATA", ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"))
+REAL_DATA = Path(
+    os.environ.get("CIFARLAB_REAL_DATA", ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz")
+)
 
 
 @pytest.fixture(autouse=True)
@@ -90,19 +92,48 @@ def make_cifar10_archive(path: Path, per_batch=30, n_test=40, seed=0) -> dict:
         for i in range(1, 6):
             x = random_images(per_batch, seed + i)
             y = (np.arange(per_batch) + i) % 10
-            _add(tar, f"cifar-10-batches-py/data_batch_{i}",
-                 pickle.dumps({b"batch_label": b"b", b"labels": y.tolist(), b"data": _rows(x),
-                               b"filenames": [b"f"] * per_batch}, protocol=2))
+            _add(
+                tar,
+                f"cifar-10-batches-py/data_batch_{i}",
+                pickle.dumps(
+                    {
+                        b"batch_label": b"b",
+                        b"labels": y.tolist(),
+                        b"data": _rows(x),
+                        b"filenames": [b"f"] * per_batch,
+                    },
+                    protocol=2,
+                ),
+            )
             out["train"].append((x, y))
         x = random_images(n_test, seed + 99)
         y = np.arange(n_test) % 10
-        _add(tar, "cifar-10-batches-py/test_batch",
-             pickle.dumps({b"batch_label": b"t", b"labels": y.tolist(), b"data": _rows(x),
-                           b"filenames": [b"f"] * n_test}, protocol=2))
+        _add(
+            tar,
+            "cifar-10-batches-py/test_batch",
+            pickle.dumps(
+                {
+                    b"batch_label": b"t",
+                    b"labels": y.tolist(),
+                    b"data": _rows(x),
+                    b"filenames": [b"f"] * n_test,
+                },
+                protocol=2,
+            ),
+        )
         out["test"] = (x, y)
-        _add(tar, "cifar-10-batches-py/batches.meta",
-             pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)],
-                           b"num_cases_per_batch": per_batch, b"num_vis": 3072}, protocol=2))
+        _add(
+            tar,
+            "cifar-10-batches-py/batches.meta",
+            pickle.dumps(
+                {
+                    b"label_names": [f"c{i}".encode() for i in range(10)],
+                    b"num_cases_per_batch": per_batch,
+                    b"num_vis": 3072,
+                },
+                protocol=2,
+            ),
+        )
     out["md5"] = hashlib.md5(path.read_bytes()).hexdigest()
     return out
 
@@ -121,8 +152,16 @@ def official_md5(monkeypatch):
     return set_md5
 
 
-def make_image_folder(root: Path, classes=("cat", "dog", "eel"), n_train=6, n_test=3,
-                      fmt="PNG", size=(32, 32), mode="RGB", seed=0) -> Path:
+def make_image_folder(
+    root: Path,
+    classes=("cat", "dog", "eel"),
+    n_train=6,
+    n_test=3,
+    fmt="PNG",
+    size=(32, 32),
+    mode="RGB",
+    seed=0,
+) -> Path:
     from PIL import Image
 
     rng = np.random.default_rng(seed)

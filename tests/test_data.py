@@ -19,7 +19,6 @@ from conftest import make_cifar10_archive, make_cifar100_archive, make_image_fol
 from cifarlab import data
 from cifarlab.errors import DataError, UnsafeInputError
 
-
 # ----------------------------------------------------------------- official archives
 
 
@@ -51,7 +50,9 @@ def test_cifar10_archive_concatenates_five_batches_and_has_no_coarse_labels(tmp_
     assert not ds.has_coarse and ds.fine_to_coarse is None
 
 
-def test_named_spec_is_found_in_the_data_dir_without_downloading(tmp_path, official_md5, monkeypatch):
+def test_named_spec_is_found_in_the_data_dir_without_downloading(
+    tmp_path, official_md5, monkeypatch
+):
     monkeypatch.setenv("CIFARLAB_DATA_DIR", str(tmp_path))
     ref = make_cifar100_archive(tmp_path / "cifar-100-python.tar.gz")
     official_md5("cifar100", ref["md5"])
@@ -84,7 +85,9 @@ def test_pickle_with_code_is_refused_even_when_the_md5_matches(tmp_path, officia
     arc = tmp_path / "cifar-100-python.tar.gz"
     ref = make_cifar100_archive(arc, extra={"meta": pickle.dumps(Evil(), protocol=2)})
     official_md5("cifar100", ref["md5"])
-    with pytest.raises(UnsafeInputError, match="refused to unpickle posix.system|refused to unpickle"):
+    with pytest.raises(
+        UnsafeInputError, match="refused to unpickle posix.system|refused to unpickle"
+    ):
         data.load_dataset(str(arc), progress=False)
     assert not marker.exists()
 
@@ -182,8 +185,15 @@ def test_image_folder_as_folder_tar_and_zip_give_the_same_arrays(tmp_path):
     assert "no coarse" in a.info["coarse"] and "LANCZOS" in a.info["conversion"]
 
 
-@pytest.mark.parametrize("mode,size,fmt", [("L", (50, 40), "PNG"), ("RGBA", (64, 64), "PNG"),
-                                           ("P", (20, 33), "GIF"), ("RGB", (300, 200), "JPEG")])
+@pytest.mark.parametrize(
+    "mode,size,fmt",
+    [
+        ("L", (50, 40), "PNG"),
+        ("RGBA", (64, 64), "PNG"),
+        ("P", (20, 33), "GIF"),
+        ("RGB", (300, 200), "JPEG"),
+    ],
+)
 def test_any_format_mode_and_size_is_converted_to_32x32_rgb(tmp_path, mode, size, fmt):
     root = make_image_folder(tmp_path / "d", mode=mode, size=size, fmt=fmt)
     ds = data.load_dataset(str(root), progress=False)
@@ -270,7 +280,9 @@ def test_split_is_stratified_seeded_and_disjoint():
     rng = np.random.default_rng(0)
     x = np.arange(1000).reshape(1000, 1, 1, 1).astype(np.uint8).repeat(3, -1)
     y = np.repeat(np.arange(10), 100)
-    ds = data.Dataset("t", "t", "", np.arange(1000)[:, None], y, x[:5], y[:5], [str(i) for i in range(10)])
+    ds = data.Dataset(
+        "t", "t", "", np.arange(1000)[:, None], y, x[:5], y[:5], [str(i) for i in range(10)]
+    )
     a = data.split_train_val(ds, seed=3)
     b = data.split_train_val(ds, seed=3)
     c = data.split_train_val(ds, seed=4)
@@ -310,8 +322,13 @@ def test_real_cifar10_jpeg_archive_counts_and_shapes(real_data):
 
 def test_cli_data_info_without_network_is_one_line_without_traceback(tmp_path):
     env = {**os.environ, "CIFARLAB_DATA_DIR": str(tmp_path), "CIFARLAB_NO_DOWNLOAD": "1"}
-    r = subprocess.run([sys.executable, "-m", "cifarlab", "data", "info", "--dataset", "cifar100"],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "cifarlab", "data", "info", "--dataset", "cifar100"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]

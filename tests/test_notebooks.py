@@ -34,10 +34,14 @@ def test_committed_notebook_has_no_outputs_and_a_parameters_cell(name):
     assert all(not c.outputs and c.execution_count is None for c in code)
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
-    names = {t.id for node in ast.parse(params[0].source).body if isinstance(node, ast.Assign)
-             for t in node.targets}
+    names = {
+        t.id
+        for node in ast.parse(params[0].source).body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+    }
     assert {"dataset", "profile", "out", "seed"} <= names
-    assert "find_spec(\"cifarlab\")" in code[0].source  # installs itself when missing
+    assert 'find_spec("cifarlab")' in code[0].source  # installs itself when missing
     assert any(c.cell_type == "markdown" and len(c.source) > 200 for c in nb.cells)
 
 
@@ -61,17 +65,36 @@ def executed(tmp_path_factory):
         pytest.skip(f"real CIFAR-10 JPEG archive not present at {REAL_DATA}")
     out = tmp_path_factory.mktemp("nb")
     env = {**os.environ, "CIFARLAB_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "cache")}
-    r = subprocess.run([sys.executable, "-m", "cifarlab", "notebooks", "--dataset", str(REAL_DATA),
-                        "--profile", "smoke", "--out", str(out), "--vgg16-weights", "offline",
-                        "--quiet"], capture_output=True, text=True, env=env, timeout=1200)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifarlab",
+            "notebooks",
+            "--dataset",
+            str(REAL_DATA),
+            "--profile",
+            "smoke",
+            "--out",
+            str(out),
+            "--vgg16-weights",
+            "offline",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out, r.stdout
 
 
 def test_the_four_notebooks_run_in_order_and_leave_everything(executed):
     out, log = executed
-    assert [line.split("]")[1].split()[0] for line in log.splitlines() if line.startswith("[")] == \
-        [f"{n}.ipynb" for n in NOTEBOOKS]
+    assert [line.split("]")[1].split()[0] for line in log.splitlines() if line.startswith("[")] == [
+        f"{n}.ipynb" for n in NOTEBOOKS
+    ]
     for n in NOTEBOOKS:
         nb = nbformat.read(out / "reports" / "notebooks" / f"{n}.ipynb", as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
@@ -83,32 +106,65 @@ def test_the_four_notebooks_run_in_order_and_leave_everything(executed):
     assert (out / "reports" / "results.csv").is_file() and (out / "reports" / "figures").is_dir()
 
 
-@pytest.mark.parametrize("name,min_images", [("TrainingModels", 4), ("ThirdModel", 1),
-                                             ("TestModels", 4), ("VisualizeModel", 20)])
+@pytest.mark.parametrize(
+    "name,min_images",
+    [("TrainingModels", 4), ("ThirdModel", 1), ("TestModels", 4), ("VisualizeModel", 20)],
+)
 def test_executed_notebooks_show_their_figures_inline(executed, name, min_images):
     out, _ = executed
     nb = nbformat.read(out / "reports" / "notebooks" / f"{name}.ipynb", as_version=4)
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if "image/png" in o.get("data", {})]
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "image/png" in o.get("data", {})
+    ]
     assert len(images) >= min_images
 
 
 def test_executed_test_notebook_table_equals_results_csv(executed):
     out, _ = executed
     nb = nbformat.read(out / "reports" / "notebooks" / "TestModels.ipynb", as_version=4)
-    cell = next(c for c in nb.cells if c.cell_type == "code" and c.source.strip().endswith("\ntable"))
+    cell = next(
+        c for c in nb.cells if c.cell_type == "code" and c.source.strip().endswith("\ntable")
+    )
     html = next(o["data"]["text/html"] for o in cell.outputs if "text/html" in o.get("data", {}))
     shown = pd.read_html(io.StringIO(html), index_col=0)[0]
     saved = pd.read_csv(out / "reports" / "results.csv")
     assert shown["model"].tolist() == saved["model"].tolist()
-    for col in ("test_accuracy", "top5_accuracy", "test_loss", "params", "epochs", "best_val_accuracy"):
-        np.testing.assert_allclose(shown[col].astype(float), saved[col].astype(float), rtol=1e-3, err_msg=col)
+    for col in (
+        "test_accuracy",
+        "top5_accuracy",
+        "test_loss",
+        "params",
+        "epochs",
+        "best_val_accuracy",
+    ):
+        np.testing.assert_allclose(
+            shown[col].astype(float), saved[col].astype(float), rtol=1e-3, err_msg=col
+        )
 
 
 def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "cifarlab", "notebooks", "--dataset",
-                        str(tmp_path / "no-such-data"), "--profile", "smoke", "--out", str(tmp_path),
-                        "--quiet"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifarlab",
+            "notebooks",
+            "--dataset",
+            str(tmp_path / "no-such-data"),
+            "--profile",
+            "smoke",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 2
     # the kernel may log its own start-up lines; ours is the last word, and a single line
     last = [line for line in r.stderr.splitlines() if line.strip()][-1]

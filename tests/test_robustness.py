@@ -39,14 +39,26 @@ def test_any_bytes_decode_to_an_image_or_raise_data_error(blob):
     assert arr.shape == (32, 32, 3) and arr.dtype == np.uint8
 
 
-_FORMATS = {"L": ["PNG", "JPEG", "BMP", "GIF"], "RGB": ["PNG", "JPEG", "BMP", "WEBP"],
-            "RGBA": ["PNG", "WEBP"], "LA": ["PNG"], "P": ["PNG", "GIF"], "1": ["PNG", "BMP"],
-            "I;16": ["PNG"], "CMYK": ["JPEG"]}
+_FORMATS = {
+    "L": ["PNG", "JPEG", "BMP", "GIF"],
+    "RGB": ["PNG", "JPEG", "BMP", "WEBP"],
+    "RGBA": ["PNG", "WEBP"],
+    "LA": ["PNG"],
+    "P": ["PNG", "GIF"],
+    "1": ["PNG", "BMP"],
+    "I;16": ["PNG"],
+    "CMYK": ["JPEG"],
+}
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mode=st.sampled_from(sorted(_FORMATS)), w=st.integers(1, 200), h=st.integers(1, 200),
-       seed=st.integers(0, 2**16), data_=st.data())
+@given(
+    mode=st.sampled_from(sorted(_FORMATS)),
+    w=st.integers(1, 200),
+    h=st.integers(1, 200),
+    seed=st.integers(0, 2**16),
+    data_=st.data(),
+)
 def test_every_valid_image_converts_to_32x32_rgb(mode, w, h, seed, data_):
     from PIL import Image
 
@@ -71,7 +83,9 @@ def test_any_spec_string_loads_or_raises_data_error(spec):
         data.load_dataset(spec, progress=False)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(blob=st.binary(max_size=4096), suffix=st.sampled_from([".tar.gz", ".zip", ".tar", ""]))
 def test_any_file_given_as_dataset_raises_only_data_error(tmp_path, blob, suffix):
     f = tmp_path / f"d{suffix}"
@@ -88,7 +102,9 @@ def _unknown_class_model(tmp_path: Path) -> Path:
     import keras
 
     inp = keras.Input((32, 32, 3))
-    model = keras.Model(inp, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inp)))
+    model = keras.Model(
+        inp, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inp))
+    )
     good = tmp_path / "good.keras"
     model.save(good)
     bad = tmp_path / "unknown.keras"
@@ -101,7 +117,9 @@ def _unknown_class_model(tmp_path: Path) -> Path:
                 layer["class_name"], layer["module"] = "Backdoor", "evil.layers"
                 blob = json.dumps(cfg).encode()
             zout.writestr(item, blob)
-    (tmp_path / "unknown.json").write_text(json.dumps({"class_names": list("abcdefghij"), "config": {}}))
+    (tmp_path / "unknown.json").write_text(
+        json.dumps({"class_names": list("abcdefghij"), "config": {}})
+    )
     return bad
 
 
@@ -130,8 +148,13 @@ def test_model_with_a_lambda_layer_is_refused_in_safe_mode(tmp_path):
 
 
 def _cli(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "cifarlab", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "cifarlab", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture
@@ -148,16 +171,35 @@ def bad_inputs(tmp_path):
 BAD = {
     "unknown model": (["train", "resnet"], "unknown model"),
     "unknown profile": (["train", "baseline", "--profile", "turbo"], "unknown profile"),
-    "missing dataset": (["train", "baseline", "--dataset", "{t}/nope", "--profile", "smoke"], "not found"),
+    "missing dataset": (
+        ["train", "baseline", "--dataset", "{t}/nope", "--profile", "smoke"],
+        "not found",
+    ),
     "empty folder": (["data", "info", "--dataset", "{t}/empty"], "train/<class>"),
     "no saved models": (["evaluate", "--out", "{t}/empty"], "no saved models"),
     "missing model": (["predict", "{t}/ok.png", "--model", "{t}/none.keras"], "not found"),
-    "unreadable image": (["predict", "{t}/corrupt.jpg", "--model", "{t}/none.keras"], "corrupt.jpg"),
+    "unreadable image": (
+        ["predict", "{t}/corrupt.jpg", "--model", "{t}/none.keras"],
+        "corrupt.jpg",
+    ),
     "empty image file": (["predict", "{t}/img.png", "--model", "{t}/none.keras"], "img.png"),
-    "bad epochs": (["train", "baseline", "--epochs", "0", "--profile", "smoke",
-                    "--dataset", "{t}/nope"], "--epochs"),
-    "bad weights file": (["train", "vgg16", "--vgg16-weights", "{t}/w.h5", "--profile", "smoke",
-                          "--dataset", "{t}/nope"], "not found"),
+    "bad epochs": (
+        ["train", "baseline", "--epochs", "0", "--profile", "smoke", "--dataset", "{t}/nope"],
+        "--epochs",
+    ),
+    "bad weights file": (
+        [
+            "train",
+            "vgg16",
+            "--vgg16-weights",
+            "{t}/w.h5",
+            "--profile",
+            "smoke",
+            "--dataset",
+            "{t}/nope",
+        ],
+        "not found",
+    ),
     "bad top-k": (["predict", "{t}/ok.png", "--model", "{t}/none.keras", "--top-k", "0"], "top-k"),
     "non-integer seed": (["train", "baseline", "--seed", "abc"], "invalid int"),
     "unknown command": (["fly"], "invalid choice"),
@@ -186,8 +228,22 @@ def test_predict_on_an_unknown_class_model_is_refused_on_the_command_line(tmp_pa
 
 
 def _train(out: Path, real_data: Path, epochs: int, **popen):
-    cmd = [sys.executable, "-m", "cifarlab", "train", "baseline", "--dataset", str(real_data),
-           "--profile", "smoke", "--out", str(out), "--epochs", str(epochs), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cifarlab",
+        "train",
+        "baseline",
+        "--dataset",
+        str(real_data),
+        "--profile",
+        "smoke",
+        "--out",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--quiet",
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 

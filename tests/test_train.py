@@ -17,18 +17,27 @@ import pytest
 from cifarlab import config, data, models, train, tune
 from cifarlab.errors import CifarlabError
 
-BACKENDS = [b for b, mod in (("tensorflow", "tensorflow"), ("torch", "torch"), ("jax", "jax"))
-            if __import__("importlib").util.find_spec(mod)]
+BACKENDS = [
+    b
+    for b, mod in (("tensorflow", "tensorflow"), ("torch", "torch"), ("jax", "jax"))
+    if __import__("importlib").util.find_spec(mod)
+]
 
 
 def _cfg(name: str, **kw) -> config.TrainConfig:
     return config.model_config(name, "smoke").replace(
-        mean=[125.0, 123.0, 114.0], std=[63.0, 62.0, 66.0], num_classes=10, **kw)
+        mean=[125.0, 123.0, 114.0], std=[63.0, 62.0, 66.0], num_classes=10, **kw
+    )
 
 
 def _py(code: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -114,25 +123,64 @@ def test_missing_weights_file_and_unknown_model_are_clear_errors(tmp_path):
 
 
 def test_history_is_a_structured_array_that_loads_without_pickle(tmp_path):
-    recs = [{"epoch": 1, "phase": 0, "loss": 2.0, "accuracy": 0.1, "val_accuracy": 0.2, "learning_rate": 1e-3},
-            {"epoch": 2, "phase": 0, "loss": 1.5, "accuracy": 0.3, "val_accuracy": 0.25, "learning_rate": 5e-4}]
+    recs = [
+        {
+            "epoch": 1,
+            "phase": 0,
+            "loss": 2.0,
+            "accuracy": 0.1,
+            "val_accuracy": 0.2,
+            "learning_rate": 1e-3,
+        },
+        {
+            "epoch": 2,
+            "phase": 0,
+            "loss": 1.5,
+            "accuracy": 0.3,
+            "val_accuracy": 0.25,
+            "learning_rate": 5e-4,
+        },
+    ]
     arr = train.history_array(recs)
     np.save(tmp_path / "h.npy", arr, allow_pickle=False)
     back = np.load(tmp_path / "h.npy", allow_pickle=False)
-    assert back.dtype.names == ("epoch", "phase", "loss", "accuracy", "val_accuracy", "learning_rate")
+    assert back.dtype.names == (
+        "epoch",
+        "phase",
+        "loss",
+        "accuracy",
+        "val_accuracy",
+        "learning_rate",
+    )
     assert back["epoch"].tolist() == [1, 2] and back["learning_rate"][1] == 5e-4
 
 
 def _train_cmd(out: Path, real_data: Path, epochs: int) -> list[str]:
-    return [sys.executable, "-m", "cifarlab", "train", "baseline", "--dataset", str(real_data),
-            "--profile", "smoke", "--out", str(out), "--epochs", str(epochs), "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "cifarlab",
+        "train",
+        "baseline",
+        "--dataset",
+        str(real_data),
+        "--profile",
+        "smoke",
+        "--out",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--quiet",
+    ]
 
 
 def test_killed_run_resumes_and_history_holds_every_epoch_once(tmp_path, real_data):
     """SIGKILL after the first backed-up epoch, start again: epochs 1..4 exactly once."""
     out = tmp_path / "o"
     state = out / "runs" / "baseline" / "backup" / "state0.json"
-    proc = subprocess.Popen(_train_cmd(out, real_data, 4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        _train_cmd(out, real_data, 4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if state.is_file() and json.loads(state.read_text())["epoch"] >= 1:
@@ -190,6 +238,16 @@ def test_search_space_admits_modern_small_budget_recipes():
     hp = kt.HyperParameters()
     tune.config_from_hp(hp, config.model_config("tuned", "smoke"))
     space = {p.name: p for p in hp.space}
-    assert {"batch_norm", "residual", "optimizer", "warmup_fraction", "label_smoothing",
-            "weight_decay", "augment", "width", "depth", "dropout"} <= set(space)
+    assert {
+        "batch_norm",
+        "residual",
+        "optimizer",
+        "warmup_fraction",
+        "label_smoothing",
+        "weight_decay",
+        "augment",
+        "width",
+        "depth",
+        "dropout",
+    } <= set(space)
     assert set(space["optimizer"].values) == {"sgd", "adamw"}

@@ -74,12 +74,14 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
     """Runs inside a process whose KERAS_BACKEND is already set."""
     import keras
 
-    from cifarlab import config, models as mdl, train
+    from cifarlab import config, train
+    from cifarlab import models as mdl
 
     rows = []
     for name in models:
         cfg = config.model_config(name, profile).replace(
-            mean=[125.3, 123.0, 113.9], std=[63.0, 62.1, 66.7], num_classes=100)
+            mean=[125.3, 123.0, 113.9], std=[63.0, 62.1, 66.7], num_classes=100
+        )
         if name == "vgg16":
             cfg = cfg.replace(hp={**cfg.hp, "image_size": 32})
         model = mdl.build_vgg16(cfg, weights="none") if name == "vgg16" else mdl.build(cfg)
@@ -96,11 +98,18 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
         t = time.perf_counter()
         model.predict(x, batch_size=bs, verbose=0)
         infer_ips = n / (time.perf_counter() - t)
-        rows.append({"model": name, "backend": keras.backend.backend(), "batch_size": bs,
-                     "train_images_per_s": train_ips, "infer_images_per_s": infer_ips,
-                     "forward_mflops_per_image": count_flops(model) / 1e6,
-                     "params": int(model.count_params()), "note": "vgg16 at 32x32 input, all layers trainable"
-                     if name == "vgg16" else ""})
+        rows.append(
+            {
+                "model": name,
+                "backend": keras.backend.backend(),
+                "batch_size": bs,
+                "train_images_per_s": train_ips,
+                "infer_images_per_s": infer_ips,
+                "forward_mflops_per_image": count_flops(model) / 1e6,
+                "params": int(model.count_params()),
+                "note": "vgg16 at 32x32 input, all layers trainable" if name == "vgg16" else "",
+            }
+        )
     return rows
 
 
@@ -128,17 +137,24 @@ def _naive_reference(steps: int) -> dict:
     model.fit(xs[:64], ys[:64], epochs=1, verbose=0)
     t = time.perf_counter()
     model.fit(xs, ys, epochs=1, verbose=0)
-    return {"model": "baseline (naive reference)", "backend": keras.backend.backend(), "batch_size": 32,
-            "train_images_per_s": n / (time.perf_counter() - t), "infer_images_per_s": None,
-            "forward_mflops_per_image": count_flops(model) / 1e6, "params": int(model.count_params()),
-            "note": "float32 arrays, fit defaults"}
+    return {
+        "model": "baseline (naive reference)",
+        "backend": keras.backend.backend(),
+        "batch_size": 32,
+        "train_images_per_s": n / (time.perf_counter() - t),
+        "infer_images_per_s": None,
+        "forward_mflops_per_image": count_flops(model) / 1e6,
+        "params": int(model.count_params()),
+        "note": "float32 arrays, fit defaults",
+    }
 
 
 def _pipeline(dataset: str | None, batch_size: int) -> dict:
     """Input pipeline alone: JPEG decode (done once, then cached) and per-batch work."""
     import keras
 
-    from cifarlab import data, models as mdl
+    from cifarlab import data
+    from cifarlab import models as mdl
 
     out = {}
     if dataset and Path(dataset).is_file():
@@ -163,7 +179,7 @@ def _pipeline(dataset: str | None, batch_size: int) -> dict:
     t = time.perf_counter()
     perm = np.random.default_rng(1).permutation(len(y))[:n]
     for i in range(0, n, batch_size):
-        idx = perm[i:i + batch_size]
+        idx = perm[i : i + batch_size]
         xb = x[idx].astype("float32")
         np.eye(100, dtype="float32")[y[idx]]
         keras.ops.convert_to_numpy(aug(xb, training=True))
@@ -184,8 +200,14 @@ def _child(args: dict) -> None:
 # --------------------------------------------------------------------------- the whole bench
 
 
-def run_bench(profile: str = "cpu", models=MODELS, backends=None, steps: int = 20,
-              dataset: str | None = None, out: str | Path = ".") -> dict:
+def run_bench(
+    profile: str = "cpu",
+    models=MODELS,
+    backends=None,
+    steps: int = 20,
+    dataset: str | None = None,
+    out: str | Path = ".",
+) -> dict:
     from cifarlab.errors import CifarlabError
     from cifarlab.train import environment
 
@@ -197,11 +219,22 @@ def run_bench(profile: str = "cpu", models=MODELS, backends=None, steps: int = 2
     rows, pipeline = [], {}
     for b in backends:
         print(f"benchmarking backend {b} ...", flush=True)
-        args = {"profile": profile, "models": list(models), "steps": steps, "dataset": dataset,
-                "naive": b == "tensorflow", "pipeline": b == backends[0], "batch_size": 128}
+        args = {
+            "profile": profile,
+            "models": list(models),
+            "steps": steps,
+            "dataset": dataset,
+            "naive": b == "tensorflow",
+            "pipeline": b == backends[0],
+            "batch_size": 128,
+        }
         env = {**os.environ, "KERAS_BACKEND": b, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        r = subprocess.run([sys.executable, "-c", f"from cifarlab.bench import _child; _child({args!r})"],
-                           capture_output=True, text=True, env=env)
+        r = subprocess.run(
+            [sys.executable, "-c", f"from cifarlab.bench import _child; _child({args!r})"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         line = next((ln for ln in r.stdout.splitlines() if ln.startswith("BENCH-JSON ")), None)
         if r.returncode != 0 or line is None:
             print(f"  backend {b} failed: {r.stderr.strip().splitlines()[-1:]}", flush=True)
@@ -218,10 +251,16 @@ def run_bench(profile: str = "cpu", models=MODELS, backends=None, steps: int = 2
         if naive and row["model"] in ("baseline",):
             row["speedup_vs_naive"] = row["train_images_per_s"] / naive["train_images_per_s"]
     result = {
-        "command": "cifarlab bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "run_bench",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "profile": profile, "steps": steps, "matmul_gflops": roof,
-        "pipeline": pipeline, "rows": rows, **environment(),
+        "command": "cifarlab bench " + " ".join(sys.argv[2:])
+        if sys.argv[1:2] == ["bench"]
+        else "run_bench",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "profile": profile,
+        "steps": steps,
+        "matmul_gflops": roof,
+        "pipeline": pipeline,
+        "rows": rows,
+        **environment(),
     }
     out = Path(out)
     (out / "reports").mkdir(parents=True, exist_ok=True)
@@ -238,7 +277,9 @@ def _fastest_backend(rows: list[dict]) -> str | None:
     by_backend: dict[str, float] = {}
     for r in rows:
         if r["model"] in ("baseline", "overfit", "tuned"):
-            by_backend[r["backend"]] = by_backend.get(r["backend"], 0.0) + 1.0 / r["train_images_per_s"]
+            by_backend[r["backend"]] = (
+                by_backend.get(r["backend"], 0.0) + 1.0 / r["train_images_per_s"]
+            )
     return min(by_backend, key=by_backend.get) if by_backend else None
 
 
@@ -251,9 +292,16 @@ def backend_choice_path() -> Path:
 def record_fastest_backend(backend: str, result: dict) -> None:
     p = backend_choice_path()
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps({"backend": backend, "date": result["date"],
-                             "processor": result["hardware"]["processor"],
-                             "cpu_count": result["hardware"]["cpu_count"]}))
+    p.write_text(
+        json.dumps(
+            {
+                "backend": backend,
+                "date": result["date"],
+                "processor": result["hardware"]["processor"],
+                "cpu_count": result["hardware"]["cpu_count"],
+            }
+        )
+    )
 
 
 def choose_backend() -> str | None:
@@ -297,11 +345,17 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         infer = "" if r["infer_images_per_s"] is None else f"{r['infer_images_per_s']:.0f}"
         vs = f"{r['speedup_vs_naive']:.2f}x" if "speedup_vs_naive" in r else ""
-        lines.append(f"| {r['model']} | {r['backend']} | {r['batch_size']} | {r['train_images_per_s']:.0f} | "
-                     f"{infer} | {r['forward_mflops_per_image']:.0f} | {r['train_gflops']:.0f} | "
-                     f"{r['fraction_of_roofline']:.0%} | {vs} |")
+        lines.append(
+            f"| {r['model']} | {r['backend']} | {r['batch_size']} | {r['train_images_per_s']:.0f} | "
+            f"{infer} | {r['forward_mflops_per_image']:.0f} | {r['train_gflops']:.0f} | "
+            f"{r['fraction_of_roofline']:.0%} | {vs} |"
+        )
     p = result["pipeline"]
     if p:
-        lines += ["", "Input pipeline alone: " + ", ".join(
-            f"{k.replace('_', ' ')} {v:,.0f}" for k, v in p.items()) + "."]
+        lines += [
+            "",
+            "Input pipeline alone: "
+            + ", ".join(f"{k.replace('_', ' ')} {v:,.0f}" for k, v in p.items())
+            + ".",
+        ]
     return "\n".join(lines) + "\n"

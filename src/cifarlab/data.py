@@ -200,7 +200,9 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- loading
 
 
-def load_dataset(spec: str = "cifar100", *, use_cache: bool = True, progress: bool = True) -> Dataset:
+def load_dataset(
+    spec: str = "cifar100", *, use_cache: bool = True, progress: bool = True
+) -> Dataset:
     """Load the dataset named by ``spec`` (see the module docstring)."""
     spec = str(spec).strip()
     if not spec:
@@ -209,7 +211,9 @@ def load_dataset(spec: str = "cifar100", *, use_cache: bool = True, progress: bo
     if key in OFFICIAL_ARCHIVES:
         archive = _find_or_download(key, progress=progress)
         if archive.is_dir():
-            return _cached(archive, spec, lambda: _read_official_folder(archive, key, spec), use_cache)
+            return _cached(
+                archive, spec, lambda: _read_official_folder(archive, key, spec), use_cache
+            )
         return _cached(archive, spec, lambda: _read_official_archive(archive, spec), use_cache)
 
     try:
@@ -292,12 +296,9 @@ def _load_cache(path: Path, spec: str, checksum: str) -> Dataset:
 
 def source_checksum(path: Path) -> str:
     """sha256 of a file, or of a folder's sorted relative paths and file contents."""
-    h = hashlib.sha256()
     if path.is_file():
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        return file_digest(path, "sha256")
+    h = hashlib.sha256()
     for p in sorted(path.rglob("*")):  # folders too: an empty class folder is part of the source
         h.update(p.relative_to(path).as_posix().encode() + (b"/\0" if p.is_dir() else b"\0"))
         if p.is_file():
@@ -305,12 +306,14 @@ def source_checksum(path: Path) -> str:
     return h.hexdigest()
 
 
-def file_md5(path: Path) -> str:
-    h = hashlib.md5()
+def file_digest(path: str | Path, algorithm: str) -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def file_md5(path: Path) -> str:
+    return file_digest(path, "md5")
 
 
 # --------------------------------------------------------------------------- official CIFAR
@@ -335,14 +338,21 @@ def _download(entry: dict, target: Path, progress: bool) -> Path:
         f"folder), or pass --dataset /path/to/{entry['filename']}"
     )
     if os.environ.get("CIFARLAB_NO_DOWNLOAD"):
-        raise DataError(f"{entry['filename']} not found and downloads are off (CIFARLAB_NO_DOWNLOAD); {hint}")
+        raise DataError(
+            f"{entry['filename']} not found and downloads are off (CIFARLAB_NO_DOWNLOAD); {hint}"
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             with urllib.request.urlopen(entry["url"], timeout=30) as resp, open(tmp, "wb") as out:
                 total = int(resp.headers.get("Content-Length") or 0) or None
-                bar = _progress(total=total, desc=f"download {entry['filename']}", unit="B",
-                                enabled=progress, unit_scale=True)
+                bar = _progress(
+                    total=total,
+                    desc=f"download {entry['filename']}",
+                    unit="B",
+                    enabled=progress,
+                    unit_scale=True,
+                )
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -484,7 +494,9 @@ def _read_official_folder(path: Path, kind: str, spec: str) -> Dataset:
 
     ds = _parse_official(kind, get, spec, str(path))
     ds.info["md5_verified"] = False
-    ds.info["note"] = "read from an extracted folder: archive md5 not verifiable; numpy-only unpickler"
+    ds.info["note"] = (
+        "read from an extracted folder: archive md5 not verifiable; numpy-only unpickler"
+    )
     return ds
 
 
@@ -637,11 +649,23 @@ def image_to_array(data: bytes, size: int = IMAGE_SIZE, what: str = "image") -> 
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UnsafeInputError(f"{what}: refused as a possible decompression bomb ({exc})") from None
+        raise UnsafeInputError(
+            f"{what}: refused as a possible decompression bomb ({exc})"
+        ) from None
     except UnidentifiedImageError as exc:
         raise DataError(f"{what}: not a readable image ({exc})") from None
-    except (OSError, SyntaxError, ValueError, TypeError, EOFError, MemoryError, IndexError,
-            KeyError, ZeroDivisionError, struct_error()) as exc:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        TypeError,
+        EOFError,
+        MemoryError,
+        IndexError,
+        KeyError,
+        ZeroDivisionError,
+        struct_error(),
+    ) as exc:
         raise DataError(f"{what}: damaged image ({type(exc).__name__}: {exc})") from None
     if arr.shape != (size, size, 3):
         raise DataError(f"{what}: decoded to shape {arr.shape}, expected {(size, size, 3)}")
@@ -670,7 +694,9 @@ def _read_image_folder(path: Path, spec: str, progress: bool) -> Dataset:
     for name, data in _iter_archive_files(path):
         parts = PurePosixPath(name).parts
         # <optional top folder>/<train|test>/<class>/<file>
-        idx = next((i for i, p in enumerate(parts) if p in ("train", "test") and len(parts) - i == 3), None)
+        idx = next(
+            (i for i, p in enumerate(parts) if p in ("train", "test") and len(parts) - i == 3), None
+        )
         if idx is None or idx > 1:  # outside train/<class>/ and test/<class>/ (README, ...)
             not_images.append(name)
             continue
@@ -767,7 +793,9 @@ def _read_image_folder(path: Path, spec: str, progress: bool) -> Dataset:
 
 
 def _folder_name(path: Path) -> str:
-    return path.name.removesuffix(".gz").removesuffix(".tgz").removesuffix(".tar").removesuffix(".zip")
+    return (
+        path.name.removesuffix(".gz").removesuffix(".tgz").removesuffix(".tar").removesuffix(".zip")
+    )
 
 
 class atomic_path:
@@ -783,7 +811,8 @@ class atomic_path:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(
             # keep the full suffix: Keras insists on names ending in .keras / .weights.h5
-            prefix=f".{self.target.name}.", suffix=".part" + "".join(self.target.suffixes[-2:]),
+            prefix=f".{self.target.name}.",
+            suffix=".part" + "".join(self.target.suffixes[-2:]),
             dir=self.target.parent,
         )
         os.close(fd)

@@ -37,8 +37,13 @@ class Distribution:
     scope: object = field(default_factory=contextlib.nullcontext)
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "replicas": self.replicas, "task": self.task,
-                "devices": self.devices, "rule": RULE if self.kind != "none" else None}
+        return {
+            "kind": self.kind,
+            "replicas": self.replicas,
+            "task": self.task,
+            "devices": self.devices,
+            "rule": RULE if self.kind != "none" else None,
+        }
 
 
 def setup(kind: str | None) -> Distribution:
@@ -69,13 +74,16 @@ def setup(kind: str | None) -> Distribution:
             try:
                 cpu = tf.config.list_physical_devices("CPU")[0]
                 tf.config.set_logical_device_configuration(
-                    cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+                    cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+                )
             except RuntimeError as exc:
                 raise CifarlabError(f"cannot split the CPU into {n} devices: {exc}") from None
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         strategy = tf.distribute.MirroredStrategy(devices=devices)
-        return Distribution(kind, strategy.num_replicas_in_sync, devices=devices, scope=strategy.scope())
+        return Distribution(
+            kind, strategy.num_replicas_in_sync, devices=devices, scope=strategy.scope()
+        )
 
     # multiworker: tf.distribute.MultiWorkerMirroredStrategy does not work with Keras 3's
     # fit (keras-team/keras#20585, tensorflow/tensorflow#72388; measured here with Keras
@@ -93,5 +101,6 @@ def scale(cfg, dist: Distribution):
     """Apply the scaling rule to a config."""
     if dist.replicas == 1:
         return cfg
-    return cfg.replace(batch_size=cfg.batch_size * dist.replicas,
-                       learning_rate=cfg.learning_rate * dist.replicas)
+    return cfg.replace(
+        batch_size=cfg.batch_size * dist.replicas, learning_rate=cfg.learning_rate * dist.replicas
+    )

@@ -13,13 +13,12 @@ import json
 import zipfile
 from pathlib import Path
 
+import keras  # noqa: E402
 import numpy as np
 import pandas as pd
 
 from cifarlab.data import Dataset, atomic_path, load_dataset, stratified_subset
 from cifarlab.errors import CifarlabError
-
-import keras  # noqa: E402
 
 SERIES = ("baseline", "overfit", "tuned", "vgg16")
 
@@ -49,10 +48,14 @@ def load_model(path: str | Path) -> tuple[keras.Model, dict]:
                 "load); only models without custom code are accepted"
             ) from None
         if "Could not locate" in msg or "Unknown" in msg or "could not be deserialized" in msg:
-            raise CifarlabError(f"refused to load {path}: it uses an unknown class ({first})") from None
+            raise CifarlabError(
+                f"refused to load {path}: it uses an unknown class ({first})"
+            ) from None
         raise CifarlabError(f"cannot load {path}: {first}") from None
     except (OSError, KeyError, zipfile.BadZipFile) as exc:
-        raise CifarlabError(f"cannot load {path}: not a valid .keras file ({type(exc).__name__})") from None
+        raise CifarlabError(
+            f"cannot load {path}: not a valid .keras file ({type(exc).__name__})"
+        ) from None
     meta_path = path.with_suffix(".json")
     if not meta_path.is_file():
         raise CifarlabError(f"{meta_path} is missing: the class names come from it")
@@ -69,7 +72,9 @@ def saved_models(out: str | Path, models: list[str] | None = None) -> list[str]:
             raise CifarlabError(f"no saved model(s) {missing} in {folder}; found {found or 'none'}")
         return list(models)
     if not found:
-        raise CifarlabError(f"no saved models in {folder}; run `cifarlab train` or `make run` first")
+        raise CifarlabError(
+            f"no saved models in {folder}; run `cifarlab train` or `make run` first"
+        )
     return found
 
 
@@ -83,7 +88,9 @@ def dataset_for(out, dataset, names) -> Dataset:
             d = json.loads((Path(out) / "saved_models" / f"{n}.json").read_text())["dataset"]
             specs.add(d["spec"] if Path(d["spec"]).exists() else d.get("resolved", d["spec"]))
         if len(specs) != 1:
-            raise CifarlabError(f"models were trained on different datasets {sorted(specs)}; pass --dataset")
+            raise CifarlabError(
+                f"models were trained on different datasets {sorted(specs)}; pass --dataset"
+            )
         dataset = specs.pop()
     return load_dataset(dataset)
 
@@ -105,7 +112,9 @@ def test_split(ds: Dataset, meta: dict) -> tuple[np.ndarray, np.ndarray, np.ndar
     return x, y, coarse
 
 
-def predict_proba(model, x: np.ndarray, tta_flip: bool = False, batch_size: int = 256) -> np.ndarray:
+def predict_proba(
+    model, x: np.ndarray, tta_flip: bool = False, batch_size: int = 256
+) -> np.ndarray:
     """Class probabilities; with ``tta_flip`` averaged over each image and its mirror."""
     p = model.predict(x, batch_size=batch_size, verbose=0)
     if tta_flip:
@@ -117,20 +126,32 @@ def predict_proba(model, x: np.ndarray, tta_flip: bool = False, batch_size: int 
 # --------------------------------------------------------------------------- metrics
 
 
-def metrics(y: np.ndarray, probs: np.ndarray, class_names: list[str],
-            fine_to_coarse: np.ndarray | None = None) -> dict:
+def metrics(
+    y: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    fine_to_coarse: np.ndarray | None = None,
+) -> dict:
     """Loss, top-1, top-5, per-class table and (CIFAR-100) superclass accuracy."""
-    from sklearn.metrics import (accuracy_score, log_loss, precision_recall_fscore_support,
-                                 top_k_accuracy_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        log_loss,
+        precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
 
     n = len(class_names)
     labels = np.arange(n)
     pred = probs.argmax(1)
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
-    per_class = pd.DataFrame({"class": class_names, "precision": p, "recall": r, "f1": f, "support": s})
+    per_class = pd.DataFrame(
+        {"class": class_names, "precision": p, "recall": r, "f1": f, "support": s}
+    )
     out = {
         "test_accuracy": float(accuracy_score(y, pred)),
-        "top5_accuracy": float(top_k_accuracy_score(y, probs, k=min(5, n - 1), labels=labels)) if n > 2 else None,
+        "top5_accuracy": float(top_k_accuracy_score(y, probs, k=min(5, n - 1), labels=labels))
+        if n > 2
+        else None,
         "test_loss": float(log_loss(y, np.clip(probs, 1e-7, 1), labels=labels)),
         "per_class": per_class,
         "pred": pred,
@@ -146,16 +167,20 @@ def confused_pairs(y, pred, class_names, top: int = 10) -> pd.DataFrame:
     cm = confusion_matrix(y, pred, labels=np.arange(len(class_names)))
     np.fill_diagonal(cm, 0)
     order = np.dstack(np.unravel_index(np.argsort(-cm, axis=None), cm.shape))[0][:top]
-    rows = [{"true": class_names[i], "predicted": class_names[j], "count": int(cm[i, j])}
-            for i, j in order if cm[i, j] > 0]
+    rows = [
+        {"true": class_names[i], "predicted": class_names[j], "count": int(cm[i, j])}
+        for i, j in order
+        if cm[i, j] > 0
+    ]
     return pd.DataFrame(rows, columns=["true", "predicted", "count"])
 
 
 # --------------------------------------------------------------------------- the whole report
 
 
-def evaluate_all(out: str | Path = ".", dataset: str | Dataset | None = None,
-                 models: list[str] | None = None) -> pd.DataFrame:
+def evaluate_all(
+    out: str | Path = ".", dataset: str | Dataset | None = None, models: list[str] | None = None
+) -> pd.DataFrame:
     """Evaluate every saved model; write results.csv / results.md, per-class tables and
     confusion matrices. Returns the comparison table."""
     from cifarlab import visualize
@@ -171,26 +196,34 @@ def evaluate_all(out: str | Path = ".", dataset: str | Dataset | None = None,
         probs = predict_proba(model, x, tta_flip=meta["config"].get("tta_flip", False))
         m = metrics(y, probs, ds.class_names, ds.fine_to_coarse)
         _write_csv(m["per_class"], reports / f"per_class_{name}.csv")
-        _write_csv(confused_pairs(y, m["pred"], ds.class_names), reports / f"confused_pairs_{name}.csv")
+        _write_csv(
+            confused_pairs(y, m["pred"], ds.class_names), reports / f"confused_pairs_{name}.csv"
+        )
         visualize.confusion_matrices(name, y, m["pred"], ds, reports / "figures")
         cfg = meta["config"]
-        rows.append({
-            "model": name,
-            "test_accuracy": m["test_accuracy"],
-            "top5_accuracy": m["top5_accuracy"],
-            **({"superclass_accuracy": m["superclass_accuracy"]} if "superclass_accuracy" in m else {}),
-            "test_loss": m["test_loss"],
-            "params": meta["params"],
-            "epochs": meta["epochs_run"],
-            "train_time_s": meta["wall_time_s"],
-            "best_val_accuracy": meta["best_val_accuracy"],
-            "train_val_gap": _gap(meta),
-            "test_images": len(y),
-            "tta_flip": bool(cfg.get("tta_flip", False)),
-            "weights": meta.get("weights_source", "trained from scratch"),
-            "backend": meta["backend"],
-            "seed": meta["seed"],
-        })
+        rows.append(
+            {
+                "model": name,
+                "test_accuracy": m["test_accuracy"],
+                "top5_accuracy": m["top5_accuracy"],
+                **(
+                    {"superclass_accuracy": m["superclass_accuracy"]}
+                    if "superclass_accuracy" in m
+                    else {}
+                ),
+                "test_loss": m["test_loss"],
+                "params": meta["params"],
+                "epochs": meta["epochs_run"],
+                "train_time_s": meta["wall_time_s"],
+                "best_val_accuracy": meta["best_val_accuracy"],
+                "train_val_gap": _gap(meta),
+                "test_images": len(y),
+                "tta_flip": bool(cfg.get("tta_flip", False)),
+                "weights": meta.get("weights_source", "trained from scratch"),
+                "backend": meta["backend"],
+                "seed": meta["seed"],
+            }
+        )
     table = pd.DataFrame(rows)
     _write_csv(table, reports / "results.csv")
     with atomic_path(reports / "results.md") as tmp:
@@ -213,9 +246,17 @@ def results_markdown(table: pd.DataFrame, ds: Dataset, names: list[str], out: Pa
     meta = json.loads((out / "saved_models" / f"{names[0]}.json").read_text())
     hw = meta["hardware"]
     shown = table.copy()
-    for col in ("test_accuracy", "top5_accuracy", "superclass_accuracy", "best_val_accuracy", "train_val_gap"):
+    for col in (
+        "test_accuracy",
+        "top5_accuracy",
+        "superclass_accuracy",
+        "best_val_accuracy",
+        "train_val_gap",
+    ):
         if col in shown:
-            shown[col] = shown[col].map(lambda v: "" if v is None or pd.isna(v) else f"{100 * v:.2f}%")
+            shown[col] = shown[col].map(
+                lambda v: "" if v is None or pd.isna(v) else f"{100 * v:.2f}%"
+            )
     shown["test_loss"] = shown["test_loss"].map(lambda v: f"{v:.3f}")
     shown["params"] = shown["params"].map(lambda v: f"{v:,}")
     shown["train_time_s"] = shown["train_time_s"].map(lambda v: f"{v:.0f}")
@@ -224,8 +265,11 @@ def results_markdown(table: pd.DataFrame, ds: Dataset, names: list[str], out: Pa
         "",
         f"Dataset: **{ds.name}** (`{ds.spec}`, sha256 `{ds.checksum[:16]}`), {ds.num_classes} classes, "
         f"{len(ds.y_test):,} test images"
-        + (f" (evaluated on a stratified subset of {int(table['test_images'].iloc[0]):,} in this profile)"
-           if int(table["test_images"].iloc[0]) < len(ds.y_test) else "")
+        + (
+            f" (evaluated on a stratified subset of {int(table['test_images'].iloc[0]):,} in this profile)"
+            if int(table["test_images"].iloc[0]) < len(ds.y_test)
+            else ""
+        )
         + ". Models selected on a stratified "
         f"{100 * (1 - meta['config']['val_fraction']):.0f}/{100 * meta['config']['val_fraction']:.0f} "
         "train/validation split of the training images; the test split was used only here.",
@@ -262,7 +306,9 @@ def confused_pairs_table(out, top: int = 5) -> pd.DataFrame:
         if f.is_file():
             frames.append(pd.read_csv(f).head(top).assign(model=name))
     if not frames:
-        raise CifarlabError(f"no confused-pairs tables in {Path(out) / 'reports'}; run evaluate first")
+        raise CifarlabError(
+            f"no confused-pairs tables in {Path(out) / 'reports'}; run evaluate first"
+        )
     return pd.concat(frames, ignore_index=True)[["model", "true", "predicted", "count"]]
 
 

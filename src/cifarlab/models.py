@@ -9,19 +9,18 @@ built-in Keras layers are used, so the same models run on TensorFlow, JAX and Py
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
 from pathlib import Path
 
+import keras  # noqa: E402  (after the config import so KERAS_BACKEND is respected)
 import numpy as np
+from keras import layers  # noqa: E402
 
 from cifarlab.config import TrainConfig
+from cifarlab.data import file_digest
 from cifarlab.errors import CifarlabError
-
-import keras  # noqa: E402  (after the config import so KERAS_BACKEND is respected)
-from keras import layers  # noqa: E402
 
 INPUT_SHAPE = (32, 32, 3)
 
@@ -48,7 +47,10 @@ def _inputs(config: TrainConfig, rotation: float = 0.0):
     if config.augment > 0:
         x = augmentation(config.augment, rotation)(x)
     x = layers.Normalization(  # float32 even under mixed precision: raw pixels reach 255
-        mean=list(config.mean), variance=[s * s for s in config.std], name="normalize", dtype="float32"
+        mean=list(config.mean),
+        variance=[s * s for s in config.std],
+        name="normalize",
+        dtype="float32",
     )(x)
     return inputs, x
 
@@ -60,7 +62,9 @@ def _conv(x, filters, name, bn=False, **kw):
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-def _classic_cnn(config: TrainConfig, name: str, dropout: float, dense_dropout: float) -> keras.Model:
+def _classic_cnn(
+    config: TrainConfig, name: str, dropout: float, dense_dropout: float
+) -> keras.Model:
     hp = config.hp
     inputs, x = _inputs(config)
     for b, (width, convs) in enumerate(zip(hp["widths"], hp["convs"]), start=1):
@@ -73,7 +77,9 @@ def _classic_cnn(config: TrainConfig, name: str, dropout: float, dense_dropout: 
     x = layers.Dense(hp["dense"], activation="relu", name="hidden")(x)
     if dense_dropout:
         x = layers.Dropout(dense_dropout, name="hidden_dropout")(x)
-    outputs = layers.Dense(config.num_classes, activation="softmax", name="predictions", dtype="float32")(x)
+    outputs = layers.Dense(
+        config.num_classes, activation="softmax", name="predictions", dtype="float32"
+    )(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -112,7 +118,9 @@ def build_tuned(config: TrainConfig) -> keras.Model:
             x = _conv(x, width, f"stage{s}_widen", bn=bn)
         for d in range(1, depth + 1):
             y = _conv(x, width, f"stage{s}_block{d}_a", bn=bn)
-            y = layers.Conv2D(width, 3, padding="same", use_bias=not bn, name=f"stage{s}_block{d}_b")(y)
+            y = layers.Conv2D(
+                width, 3, padding="same", use_bias=not bn, name=f"stage{s}_block{d}_b"
+            )(y)
             if bn:
                 y = layers.BatchNormalization(name=f"stage{s}_block{d}_b_bn")(y)
             if residual:
@@ -121,13 +129,17 @@ def build_tuned(config: TrainConfig) -> keras.Model:
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if hp.get("dropout"):
         x = layers.Dropout(hp["dropout"], name="head_dropout")(x)
-    outputs = layers.Dense(config.num_classes, activation="softmax", name="predictions", dtype="float32")(x)
+    outputs = layers.Dense(
+        config.num_classes, activation="softmax", name="predictions", dtype="float32"
+    )(x)
     return keras.Model(inputs, outputs, name="tuned")
 
 
 # VGG16's caffe preprocessing: BGR channel order, ImageNet mean subtracted, no scaling.
 VGG16_MEAN_RGB = [123.68, 116.779, 103.939]
-VGG16_CONVS = [f"block{b}_conv{c}" for b, n in enumerate((2, 2, 3, 3, 3), 1) for c in range(1, n + 1)]
+VGG16_CONVS = [
+    f"block{b}_conv{c}" for b, n in enumerate((2, 2, 3, 3, 3), 1) for c in range(1, n + 1)
+]
 
 
 def build_vgg16(config: TrainConfig, weights: str = "imagenet") -> keras.Model:
@@ -144,7 +156,8 @@ def build_vgg16(config: TrainConfig, weights: str = "imagenet") -> keras.Model:
     source, path = resolve_vgg16_weights(weights)
     try:
         base = keras.applications.VGG16(
-            include_top=False, weights="imagenet" if source == "imagenet" else None,
+            include_top=False,
+            weights="imagenet" if source == "imagenet" else None,
             input_shape=(size, size, 3),
         )
     except Exception as exc:  # keras.utils.get_file raises a bare Exception on URL errors
@@ -174,9 +187,15 @@ def build_vgg16(config: TrainConfig, weights: str = "imagenet") -> keras.Model:
     x = layers.BatchNormalization(name="head_bn")(x)
     x = layers.Dense(hp["dense"], activation="relu", name="head_dense")(x)
     x = layers.Dropout(hp["dropout"], name="head_dropout")(x)
-    outputs = layers.Dense(config.num_classes, activation="softmax", name="predictions", dtype="float32")(x)
+    outputs = layers.Dense(
+        config.num_classes, activation="softmax", name="predictions", dtype="float32"
+    )(x)
     model = keras.Model(inputs, outputs, name="vgg16")
-    model.weights_source = source if path is None else f"file {Path(path).name} sha256:{_sha256(path)[:16]}"
+    model.weights_source = (
+        source
+        if path is None
+        else f"file {Path(path).name} sha256:{file_digest(path, 'sha256')[:16]}"
+    )
     return model
 
 
@@ -186,8 +205,14 @@ def _rgb_to_bgr() -> layers.Layer:
     perm = np.zeros((1, 1, 3, 3), dtype="float32")
     for i in range(3):
         perm[0, 0, i, 2 - i] = 1.0
-    layer = layers.Conv2D(3, 1, use_bias=False, trainable=False, name="rgb_to_bgr",
-                          kernel_initializer=keras.initializers.Constant(perm))
+    layer = layers.Conv2D(
+        3,
+        1,
+        use_bias=False,
+        trainable=False,
+        name="rgb_to_bgr",
+        kernel_initializer=keras.initializers.Constant(perm),
+    )
     return layer
 
 
@@ -205,7 +230,7 @@ def vgg16_parts(model: keras.Model, finetune_blocks: int) -> tuple[keras.Model, 
     features = keras.Model(model.inputs, model.get_layer(cut).output, name="vgg16_features")
     top_in = keras.Input(model.get_layer(cut).output.shape[1:], name="features")
     x = top_in
-    for layer in model.layers[i + 1:]:
+    for layer in model.layers[i + 1 :]:
         x = layer(x)
     return features, keras.Model(top_in, x, name="vgg16_top")
 
@@ -223,8 +248,11 @@ def resolve_vgg16_weights(weights: str) -> tuple[str, str | None]:
     """('imagenet'|'none'|'file', path) for a --vgg16-weights value."""
     w = str(weights).strip()
     if w.lower() == "imagenet":
-        cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / \
-            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        cached = (
+            Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+            / "models"
+            / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        )
         if os.environ.get("CIFARLAB_NO_DOWNLOAD") and not cached.is_file():
             raise CifarlabError(
                 "the ImageNet VGG16 weights are not cached and downloads are off; pass "
@@ -261,6 +289,7 @@ def load_vgg16_weights(base: keras.Model, path: str) -> None:
             official = "layer_names" in f.attrs
             arrays: list[tuple[str, np.ndarray]] = []
             if not official:
+
                 def visit(name, obj):
                     if isinstance(obj, h5py.Dataset) and obj.ndim in (1, 4):
                         arrays.append((name, obj[()]))
@@ -294,14 +323,6 @@ def _natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 BUILDERS = {
     "baseline": build_baseline,
     "overfit": build_overfit,
@@ -315,7 +336,9 @@ def build(config: TrainConfig, **kw) -> keras.Model:
     try:
         builder = BUILDERS[config.model]
     except KeyError:
-        raise CifarlabError(f"unknown model '{config.model}'; choose one of {', '.join(BUILDERS)}") from None
+        raise CifarlabError(
+            f"unknown model '{config.model}'; choose one of {', '.join(BUILDERS)}"
+        ) from None
     return builder(config, **kw)
 
 

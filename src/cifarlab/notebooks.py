@@ -24,10 +24,18 @@ def notebooks_dir() -> Path:
     raise CifarlabError("notebooks/ not found: run from a checkout of the cifarlab repository")
 
 
-def run_notebooks(dataset: str, profile: str | None, out: str | Path, seed: int = 0,
-                  vgg16_weights: str = "imagenet", names=ORDER, kernel: str = KERNEL,
-                  progress: bool = True, epochs: int | None = None,
-                  batch_size: int | None = None) -> list[Path]:
+def run_notebooks(
+    dataset: str,
+    profile: str | None,
+    out: str | Path,
+    seed: int = 0,
+    vgg16_weights: str = "imagenet",
+    names=ORDER,
+    kernel: str = KERNEL,
+    progress: bool = True,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+) -> list[Path]:
     import papermill as pm
     from jupyter_client.kernelspec import NoSuchKernel
 
@@ -38,19 +46,32 @@ def run_notebooks(dataset: str, profile: str | None, out: str | Path, seed: int 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the kernels inherit it
     dest = out / "reports" / "notebooks"
     dest.mkdir(parents=True, exist_ok=True)
-    params = {"dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,
-              "profile": config.resolve_profile(profile), "out": str(out), "seed": seed,
-              "vgg16_weights": str(Path(vgg16_weights).resolve()) if Path(vgg16_weights).is_file()
-              else vgg16_weights, "epochs": epochs, "batch_size": batch_size}
+    params = {
+        "dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,
+        "profile": config.resolve_profile(profile),
+        "out": str(out),
+        "seed": seed,
+        "vgg16_weights": str(Path(vgg16_weights).resolve())
+        if Path(vgg16_weights).is_file()
+        else vgg16_weights,
+        "epochs": epochs,
+        "batch_size": batch_size,
+    }
     done = []
     for i, name in enumerate(names, 1):
         target = dest / f"{name}.ipynb"
         print(f"[{i}/{len(names)}] {name}.ipynb -> {target}", flush=True)
         t0 = time.time()
         try:
-            pm.execute_notebook(str(src / f"{name}.ipynb"), str(target), parameters=params,
-                                kernel_name=kernel, cwd=str(src), progress_bar=progress,
-                                log_output=False)
+            pm.execute_notebook(
+                str(src / f"{name}.ipynb"),
+                str(target),
+                parameters=params,
+                kernel_name=kernel,
+                cwd=str(src),
+                progress_bar=progress,
+                log_output=False,
+            )
         except pm.PapermillExecutionError as exc:
             raise CifarlabError(
                 f"notebook {name}.ipynb failed in cell {exc.exec_count} (index {exc.cell_index}): "
@@ -58,8 +79,9 @@ def run_notebooks(dataset: str, profile: str | None, out: str | Path, seed: int 
                 f"the executed copy with the traceback is {target}"
             ) from None
         except NoSuchKernel:
-            raise CifarlabError(f"Jupyter kernel '{kernel}' not found; run `make setup` to register it") from None
+            raise CifarlabError(
+                f"Jupyter kernel '{kernel}' not found; run `make setup` to register it"
+            ) from None
         print(f"      done in {time.time() - t0:.0f} s", flush=True)
         done.append(target)
     return done
-

@@ -21,13 +21,21 @@ def predict_files(images: list[str], model_path: str, top_k: int = 5) -> list[di
     model, meta = load_model(model_path)
     names = meta["class_names"]
     if model.output_shape[-1] != len(names):
-        raise CifarlabError(f"{model_path}: {model.output_shape[-1]} outputs but {len(names)} class names")
+        raise CifarlabError(
+            f"{model_path}: {model.output_shape[-1]} outputs but {len(names)} class names"
+        )
     probs = predict_proba(model, x, tta_flip=meta["config"].get("tta_flip", False))
     k = min(top_k, len(names))
     results = []
     for path, p in zip(images, probs):
         order = np.argsort(-p)[:k]
-        results.append({"image": str(path), "model": str(model_path),
-                        "top_k": [{"class": names[i], "index": int(i), "probability": float(p[i])}
-                                  for i in order]})
+        results.append(
+            {
+                "image": str(path),
+                "model": str(model_path),
+                "top_k": [
+                    {"class": names[i], "index": int(i), "probability": float(p[i])} for i in order
+                ],
+            }
+        )
     return results

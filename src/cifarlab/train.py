@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras  # noqa: E402
 import numpy as np
 
 from cifarlab import config as cfgmod
@@ -34,8 +35,6 @@ from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset, Split, atomic_path, channel_stats, load_dataset, split_train_val
 from cifarlab.errors import CifarlabError
 from cifarlab.hardware import cpu_name
-
-import keras  # noqa: E402
 
 SERIES = ("baseline", "overfit", "tuned", "vgg16")
 
@@ -133,8 +132,11 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             "weights": name,
             "history": self.records,
             "callbacks": [
-                {k: _jsonable(getattr(cb, k)) for k in ("best", "wait", "stopped_epoch")
-                 if hasattr(cb, k)}
+                {
+                    k: _jsonable(getattr(cb, k))
+                    for k in ("best", "wait", "stopped_epoch")
+                    if hasattr(cb, k)
+                }
                 for cb in self.stateful
             ],
         }
@@ -239,9 +241,21 @@ def one_hot(y: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n, dtype="float32")[y]
 
 
-def fit(model, cfg: TrainConfig, x, y, x_val, y_val, work: Path, logs: Path, *,
-        phase: int = 0, epochs: int | None = None, early_stopping: bool = True,
-        progress: bool = True) -> list[dict]:
+def fit(
+    model,
+    cfg: TrainConfig,
+    x,
+    y,
+    x_val,
+    y_val,
+    work: Path,
+    logs: Path,
+    *,
+    phase: int = 0,
+    epochs: int | None = None,
+    early_stopping: bool = True,
+    progress: bool = True,
+) -> list[dict]:
     """Fit with early stopping, best-weights checkpoint, resumable backup and TensorBoard.
 
     Returns the history records of this phase (one per epoch, resumed runs included).
@@ -252,19 +266,27 @@ def fit(model, cfg: TrainConfig, x, y, x_val, y_val, work: Path, logs: Path, *,
     if early_stopping and cfg.early_stopping:
         stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.early_stopping)
     best = AtomicModelCheckpoint(
-        str(work / f"best{phase}.weights.h5"), monitor="val_accuracy",
-        save_best_only=True, save_weights_only=True,
+        str(work / f"best{phase}.weights.h5"),
+        monitor="val_accuracy",
+        save_best_only=True,
+        save_weights_only=True,
     )
-    backup = ResumableBackup(work / "backup", phase=phase, stateful=(stop, best),
-                             lr_fn=_lr_getter(model))
+    backup = ResumableBackup(
+        work / "backup", phase=phase, stateful=(stop, best), lr_fn=_lr_getter(model)
+    )
     callbacks = [c for c in (stop, best, _tensorboard(logs / f"phase{phase}"), backup) if c]
     state = backup.load_state()
     if state and state["epoch"] >= epochs:  # this phase finished before a kill
         model.load_weights(str(work / "backup" / state["weights"]))
         return state["history"]
     model.fit(
-        x, one_hot(y, cfg.num_classes), batch_size=cfg.batch_size, epochs=epochs,
-        validation_data=(x_val, yv), callbacks=callbacks, shuffle=True,
+        x,
+        one_hot(y, cfg.num_classes),
+        batch_size=cfg.batch_size,
+        epochs=epochs,
+        validation_data=(x_val, yv),
+        callbacks=callbacks,
+        shuffle=True,
         verbose=1 if progress else 0,
     )
     return backup.records
@@ -280,8 +302,10 @@ def restore_best(model, work: Path, phase: int = 0) -> bool:
         model.load_weights(str(p))
         return True
     except Exception:
-        print(f"warning: best checkpoint {p} unreadable; keeping the last epoch's weights",
-              file=sys.stderr)
+        print(
+            f"warning: best checkpoint {p} unreadable; keeping the last epoch's weights",
+            file=sys.stderr,
+        )
         return False
 
 
@@ -324,21 +348,37 @@ def environment() -> dict:
     }
 
 
-def save_artifacts(model, name: str, out: Path, cfg: TrainConfig, ds: Dataset, records: list[dict],
-                   seed: int, wall: float, extra: dict | None = None) -> dict:
+def save_artifacts(
+    model,
+    name: str,
+    out: Path,
+    cfg: TrainConfig,
+    ds: Dataset,
+    records: list[dict],
+    seed: int,
+    wall: float,
+    extra: dict | None = None,
+) -> dict:
     p = paths(out, name)
     hist = history_array(records)
     acc_key = "val_accuracy"
-    best_val = float(np.nanmax(hist[acc_key])) if acc_key in hist.dtype.names and len(hist) else None
+    best_val = (
+        float(np.nanmax(hist[acc_key])) if acc_key in hist.dtype.names and len(hist) else None
+    )
     last = records[-1] if records else {}
     meta = {
         "name": name,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
         "config": cfg.to_dict(),
-        "dataset": {"spec": ds.spec, "name": ds.name, "sha256": ds.checksum,
-                    "resolved": str(Path(ds.spec).resolve()) if Path(ds.spec).exists() else ds.spec,
-                    "num_classes": ds.num_classes, "has_coarse": ds.has_coarse},
+        "dataset": {
+            "spec": ds.spec,
+            "name": ds.name,
+            "sha256": ds.checksum,
+            "resolved": str(Path(ds.spec).resolve()) if Path(ds.spec).exists() else ds.spec,
+            "num_classes": ds.num_classes,
+            "has_coarse": ds.has_coarse,
+        },
         "class_names": ds.class_names,
         "coarse_names": ds.coarse_names,
         "fine_to_coarse": ds.fine_to_coarse.tolist() if ds.has_coarse else None,
@@ -375,20 +415,31 @@ def _json_default(o):
 # --------------------------------------------------------------------------- entry points
 
 
-def prepare(dataset: str | Dataset, cfg: TrainConfig, seed: int) -> tuple[Dataset, Split, TrainConfig]:
+def prepare(
+    dataset: str | Dataset, cfg: TrainConfig, seed: int
+) -> tuple[Dataset, Split, TrainConfig]:
     """Load, split (stratified, seeded) and fill the config's data statistics."""
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     split = split_train_val(ds, cfg.val_fraction, seed, limit=cfg.train_limit)
     mean, std = channel_stats(split.x_train)  # training split only
-    cfg = cfg.replace(mean=mean.round(4).tolist(), std=std.round(4).tolist(),
-                      num_classes=ds.num_classes)
+    cfg = cfg.replace(
+        mean=mean.round(4).tolist(), std=std.round(4).tolist(), num_classes=ds.num_classes
+    )
     return ds, split, cfg
 
 
-def train_model(name: str, dataset: str | Dataset = "cifar100", profile: str | None = None,
-                out: str | Path = ".", seed: int = 0, overrides: dict | None = None,
-                vgg16_weights: str = "imagenet", progress: bool = True,
-                config: TrainConfig | None = None, distribute: str | None = None) -> dict:
+def train_model(
+    name: str,
+    dataset: str | Dataset = "cifar100",
+    profile: str | None = None,
+    out: str | Path = ".",
+    seed: int = 0,
+    overrides: dict | None = None,
+    vgg16_weights: str = "imagenet",
+    progress: bool = True,
+    config: TrainConfig | None = None,
+    distribute: str | None = None,
+) -> dict:
     """Train one of the four models and save its model, history and metadata.
 
     ``distribute``: none, mirrored, multiworker or dataparallel (see cifarlab.distribute).
@@ -398,8 +449,11 @@ def train_model(name: str, dataset: str | Dataset = "cifar100", profile: str | N
 
     dist = dist_mod.setup(distribute)
     if dist.kind != "none":
-        print(f"distribute: {dist.kind} over {dist.replicas} replica(s) "
-              f"{dist.devices or ''} as {dist.task}".rstrip(), flush=True)
+        print(
+            f"distribute: {dist.kind} over {dist.replicas} replica(s) "
+            f"{dist.devices or ''} as {dist.task}".rstrip(),
+            flush=True,
+        )
     if not dist.is_chief:  # workers other than the chief write their copies aside
         out = Path(out) / "workers" / dist.task
     if name not in SERIES:
@@ -410,8 +464,9 @@ def train_model(name: str, dataset: str | Dataset = "cifar100", profile: str | N
         if name == "tuned":
             from cifarlab import tune
 
-            config = tune.best_config(out, dataset, profile, seed, progress=progress,
-                                      vgg16_weights=vgg16_weights)
+            config = tune.best_config(
+                out, dataset, profile, seed, progress=progress, vgg16_weights=vgg16_weights
+            )
         else:
             config = cfgmod.model_config(name, profile)
     cfg = dist_mod.scale(config.replace(**(overrides or {})).validate(), dist)
@@ -421,16 +476,24 @@ def train_model(name: str, dataset: str | Dataset = "cifar100", profile: str | N
     if dist.kind == "dataparallel" and dist.replicas > 1:
         # every batch must split evenly over the devices: drop at most replicas-1 images
         r = dist.replicas
-        split = Split(split.x_train[: len(split.y_train) // r * r], split.y_train[: len(split.y_train) // r * r],
-                      split.x_val[: len(split.y_val) // r * r], split.y_val[: len(split.y_val) // r * r],
-                      split.seed, split.val_fraction)
+        split = Split(
+            split.x_train[: len(split.y_train) // r * r],
+            split.y_train[: len(split.y_train) // r * r],
+            split.x_val[: len(split.y_val) // r * r],
+            split.y_val[: len(split.y_val) // r * r],
+            split.seed,
+            split.val_fraction,
+        )
     p = paths(out, name)
     with run_lock(p["work"]):
         _check_resume(p["work"], cfg, ds, seed)
         t0 = time.time()
-        print(f"training {name} on {ds.name}: {len(split.y_train):,} train / "
-              f"{len(split.y_val):,} val images, {cfg.epochs} epochs, profile {profile}, "
-              f"backend {keras.backend.backend()}", flush=True)
+        print(
+            f"training {name} on {ds.name}: {len(split.y_train):,} train / "
+            f"{len(split.y_val):,} val images, {cfg.epochs} epochs, profile {profile}, "
+            f"backend {keras.backend.backend()}",
+            flush=True,
+        )
         with dist.scope:
             if name == "vgg16":
                 model, records, extra = _train_vgg16(cfg, split, p, vgg16_weights, progress)
@@ -440,19 +503,42 @@ def train_model(name: str, dataset: str | Dataset = "cifar100", profile: str | N
                 model = build(cfg)
                 steps = cfg.epochs * int(np.ceil(len(split.y_train) / cfg.batch_size))
                 compile_model(model, cfg, steps)
-                records = fit(model, cfg, split.x_train, split.y_train, split.x_val, split.y_val,
-                              p["work"], p["logs"], early_stopping=name != "overfit",
-                              progress=progress)
-                extra = {"restored_best_weights": name != "overfit" and restore_best(model, p["work"])}
+                records = fit(
+                    model,
+                    cfg,
+                    split.x_train,
+                    split.y_train,
+                    split.x_val,
+                    split.y_val,
+                    p["work"],
+                    p["logs"],
+                    early_stopping=name != "overfit",
+                    progress=progress,
+                )
+                extra = {
+                    "restored_best_weights": name != "overfit" and restore_best(model, p["work"])
+                }
         extra["distribute"] = dist.describe()
         wall = time.time() - t0 + _previous_wall(p["work"])
-        meta = save_artifacts(model, name, out, cfg, ds, records, seed, wall,
-                              extra={"profile": profile, "precision": precision, **extra})
+        meta = save_artifacts(
+            model,
+            name,
+            out,
+            cfg,
+            ds,
+            records,
+            seed,
+            wall,
+            extra={"profile": profile, "precision": precision, **extra},
+        )
     shutil.rmtree(p["work"], ignore_errors=True)
     with contextlib.suppress(OSError):
         p["work"].parent.rmdir()  # runs/ goes when no other run is in progress
-    print(f"saved {p['model']} (best val accuracy {meta['best_val_accuracy']:.4f}, "
-          f"{meta['epochs_run']} epochs, {wall:.0f} s)", flush=True)
+    print(
+        f"saved {p['model']} (best val accuracy {meta['best_val_accuracy']:.4f}, "
+        f"{meta['epochs_run']} epochs, {wall:.0f} s)",
+        flush=True,
+    )
     return meta
 
 
@@ -465,15 +551,21 @@ def set_precision(precision: str) -> str:
         fast_bf16 = cfgmod.has_gpu() or (cpu_has_bf16() and keras.backend.backend() == "tensorflow")
         precision = "mixed_bfloat16" if fast_bf16 else "float32"
     if precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
-        raise CifarlabError(f"unknown precision '{precision}'; use auto, float32, mixed_bfloat16 or mixed_float16")
+        raise CifarlabError(
+            f"unknown precision '{precision}'; use auto, float32, mixed_bfloat16 or mixed_float16"
+        )
     keras.mixed_precision.set_global_policy(precision)
     return precision
 
 
 def _check_resume(work: Path, cfg: TrainConfig, ds: Dataset, seed: int) -> None:
     """A work folder from an interrupted run is resumed only with the same inputs."""
-    ident = {"config": cfg.to_dict(), "dataset": ds.checksum, "seed": seed,
-             "backend": keras.backend.backend()}
+    ident = {
+        "config": cfg.to_dict(),
+        "dataset": ds.checksum,
+        "seed": seed,
+        "backend": keras.backend.backend(),
+    }
     f = work / "run.json"
     if f.is_file():
         old = json.loads(f.read_text())
@@ -509,24 +601,50 @@ def _train_vgg16(cfg: TrainConfig, split: Split, p: dict, weights: str, progress
         layer.trainable = False
     steps = int(np.ceil(len(split.y_train) / cfg.batch_size))
     compile_model(top, cfg, head_epochs * steps)
-    records = fit(top, cfg, feats["train"], split.y_train, feats["val"], split.y_val,
-                  p["work"], p["logs"], phase=1, epochs=head_epochs, progress=progress)
+    records = fit(
+        top,
+        cfg,
+        feats["train"],
+        split.y_train,
+        feats["val"],
+        split.y_val,
+        p["work"],
+        p["logs"],
+        phase=1,
+        epochs=head_epochs,
+        progress=progress,
+    )
     restore_best(top, p["work"], phase=1)
     if ft_epochs > 0:
         for layer in vgg_top:
             layer.trainable = True
         ft = cfg.replace(learning_rate=hp["finetune_lr"], warmup_fraction=0.0, optimizer="adam")
         compile_model(top, ft, ft_epochs * steps)
-        rec2 = fit(top, ft, feats["train"], split.y_train, feats["val"], split.y_val,
-                   p["work"], p["logs"], phase=2, epochs=ft_epochs, progress=progress)
+        rec2 = fit(
+            top,
+            ft,
+            feats["train"],
+            split.y_train,
+            feats["val"],
+            split.y_val,
+            p["work"],
+            p["logs"],
+            phase=2,
+            epochs=ft_epochs,
+            progress=progress,
+        )
         records = records + [{**r, "epoch": r["epoch"] + head_epochs} for r in rec2]
         restore_best(top, p["work"], phase=2)
     extra = {
         "weights_source": model.weights_source,
-        "vgg16": {"image_size": hp.get("image_size", 32), "finetuned_from_block": cut,
-                  "head_epochs": head_epochs, "finetune_epochs": ft_epochs,
-                  "frozen_features_cached": True,
-                  "note": "features computed once without augmentation"},
+        "vgg16": {
+            "image_size": hp.get("image_size", 32),
+            "finetuned_from_block": cut,
+            "head_epochs": head_epochs,
+            "finetune_epochs": ft_epochs,
+            "frozen_features_cached": True,
+            "note": "features computed once without augmentation",
+        },
     }
     compile_model(model, cfg, 1)  # so the saved full model evaluates with the same metrics
     return model, records, extra
@@ -540,8 +658,10 @@ def _cached_features(features, split: Split, work: Path, batch_size: int, progre
         with np.load(f) as z:
             return {"train": z["train"], "val": z["val"]}
     print("computing frozen VGG16 features once (train + val)", flush=True)
-    out = {k: features.predict(x, batch_size=batch_size, verbose=1 if progress else 0)
-           for k, x in (("train", split.x_train), ("val", split.x_val))}
+    out = {
+        k: features.predict(x, batch_size=batch_size, verbose=1 if progress else 0)
+        for k, x in (("train", split.x_train), ("val", split.x_val))
+    }
     with atomic_path(f) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **out)
@@ -555,16 +675,30 @@ def summary_table(out, names=SERIES):
     rows = []
     for n in names:
         m = json.loads(paths(out, n)["meta"].read_text())
-        rows.append({"model": n, "params": m["params"], "epochs": m["epochs_run"],
-                     "train_time_s": m["wall_time_s"], "best_val_accuracy": m["best_val_accuracy"],
-                     "final_train_accuracy": m["final_train_accuracy"],
-                     "weights": m.get("weights_source", "trained from scratch"),
-                     "backend": m["backend"]})
+        rows.append(
+            {
+                "model": n,
+                "params": m["params"],
+                "epochs": m["epochs_run"],
+                "train_time_s": m["wall_time_s"],
+                "best_val_accuracy": m["best_val_accuracy"],
+                "final_train_accuracy": m["final_train_accuracy"],
+                "weights": m.get("weights_source", "trained from scratch"),
+                "backend": m["backend"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def run_series(dataset="cifar100", profile=None, out=".", seed=0, overrides=None,
-               vgg16_weights="imagenet", progress=True) -> list[dict]:
+def run_series(
+    dataset="cifar100",
+    profile=None,
+    out=".",
+    seed=0,
+    overrides=None,
+    vgg16_weights="imagenet",
+    progress=True,
+) -> list[dict]:
     """The whole series in order, then evaluation and pictures."""
     profile = cfgmod.resolve_profile(profile)
     from cifarlab.models import resolve_vgg16_weights

@@ -17,7 +17,12 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import keras  # noqa: E402
+
+if TYPE_CHECKING:
+    import pandas as pd
 import keras_tuner as kt
 import numpy as np
 
@@ -26,14 +31,12 @@ from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset, atomic_path, load_dataset, stratified_subset
 from cifarlab.errors import CifarlabError
 
-import keras  # noqa: E402
-
 
 def config_from_hp(hp: kt.HyperParameters, base: TrainConfig) -> TrainConfig:
     """The search space: each ``hp`` call declares one dimension and its range."""
     optimizer = hp.Choice("optimizer", ["sgd", "adamw"], default="sgd")
     with hp.conditional_scope("optimizer", ["sgd"]):
-        sgd_lr = hp.Choice("sgd_lr", [0.05, 0.1, 0.2, 0.4], default=0.2)
+        sgd_lr = hp.Choice("sgd_lr", [0.05, 0.1, 0.2], default=0.2)
     with hp.conditional_scope("optimizer", ["adamw"]):
         adamw_lr = hp.Choice("adamw_lr", [1e-3, 3e-3, 1e-2], default=3e-3)
     arch = dict(
@@ -79,8 +82,13 @@ class TunedHyperModel(kt.HyperModel):
         self.trials_run += 1
         xv, yv = validation_data
         return model.fit(
-            x, one_hot(y, cfg.num_classes), batch_size=cfg.batch_size, epochs=self.epochs,
-            validation_data=(xv, one_hot(yv, cfg.num_classes)), shuffle=True, **kwargs,
+            x,
+            one_hot(y, cfg.num_classes),
+            batch_size=cfg.batch_size,
+            epochs=self.epochs,
+            validation_data=(xv, one_hot(yv, cfg.num_classes)),
+            shuffle=True,
+            **kwargs,
         )
 
 
@@ -90,8 +98,10 @@ def _role() -> str:
         return "single"
     tid = os.environ.get("KERASTUNER_TUNER_ID", "")
     if not tid or "KERASTUNER_ORACLE_PORT" not in os.environ:
-        raise CifarlabError("distributed search needs KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP "
-                            "and KERASTUNER_ORACLE_PORT")
+        raise CifarlabError(
+            "distributed search needs KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP "
+            "and KERASTUNER_ORACLE_PORT"
+        )
     return "chief" if "chief" in tid else f"worker:{tid}"
 
 
@@ -99,9 +109,16 @@ def search_path(out: Path) -> Path:
     return Path(out) / "saved_models" / "tuned_search.json"
 
 
-def run_search(dataset: str | Dataset = "cifar100", profile: str | None = None, out=".", seed=0,
-               overrides: dict | None = None, vgg16_weights: str = "imagenet",
-               progress: bool = True, max_trials: int | None = None) -> TrainConfig:
+def run_search(
+    dataset: str | Dataset = "cifar100",
+    profile: str | None = None,
+    out=".",
+    seed=0,
+    overrides: dict | None = None,
+    vgg16_weights: str = "imagenet",
+    progress: bool = True,
+    max_trials: int | None = None,
+) -> TrainConfig:
     """Run (or resume) the search and save the winning configuration as JSON."""
     from cifarlab.train import environment, prepare
 
@@ -112,7 +129,7 @@ def run_search(dataset: str | Dataset = "cifar100", profile: str | None = None, 
         if max_trials < 1:
             raise CifarlabError(f"--max-trials must be at least 1, got {max_trials}")
         budget["max_trials"] = max_trials
-    base = cfgmod.model_config("tuned", profile)
+    base = cfgmod.model_config("tuned", profile).replace(batch_size=budget["batch_size"])
     base = base.replace(**{k: v for k, v in (overrides or {}).items() if k == "batch_size"})
     keras.utils.set_random_seed(seed)
     ds, split, base = prepare(dataset, base, seed)
@@ -121,7 +138,9 @@ def run_search(dataset: str | Dataset = "cifar100", profile: str | None = None, 
         x, y = stratified_subset(x, y, budget["train_limit"], seed)
     xv, yv = split.x_val, split.y_val
     if budget["train_limit"]:  # a proportionate validation subset keeps trials cheap
-        xv, yv = stratified_subset(xv, yv, max(ds.num_classes * 2, budget["train_limit"] // 4), seed)
+        xv, yv = stratified_subset(
+            xv, yv, max(ds.num_classes * 2, budget["train_limit"] // 4), seed
+        )
     steps = int(np.ceil(len(y) / base.batch_size))
     project = f"{ds.name}-{ds.checksum[:8]}-{profile}-seed{seed}"
     hypermodel = TunedHyperModel(base, steps, budget["epochs"])
@@ -136,27 +155,44 @@ def run_search(dataset: str | Dataset = "cifar100", profile: str | None = None, 
         project_name=project,
         overwrite=False,  # trials on disk are reused: an interrupted search resumes
     )
-    print(f"search: {budget['max_trials']} trials x {budget['epochs']} epochs on {len(y):,} "
-          f"train / {len(yv):,} val images (project {project})", flush=True)
+    print(
+        f"search: {budget['max_trials']} trials x {budget['epochs']} epochs on {len(y):,} "
+        f"train / {len(yv):,} val images (project {project})",
+        flush=True,
+    )
     t0 = time.time()
     tuner.search(x, y, validation_data=(xv, yv), verbose=1 if progress else 0)
     if role.startswith("worker"):
         # KerasTuner's chief/worker mode: the chief's oracle hands out trials and keeps
         # the results; a worker only reports its share.
-        print(f"search worker {os.environ['KERASTUNER_TUNER_ID']} ran {hypermodel.trials_run} "
-              "trial(s)", flush=True)
+        print(
+            f"search worker {os.environ['KERASTUNER_TUNER_ID']} ran {hypermodel.trials_run} "
+            "trial(s)",
+            flush=True,
+        )
         return base
     best_hp = tuner.get_best_hyperparameters(1)[0]
     trials = []
     for t in tuner.oracle.trials.values():
         score = t.score
-        trials.append({"trial_id": t.trial_id, "status": str(t.status),
-                       "val_accuracy": None if score is None else float(score),
-                       "hyperparameters": t.hyperparameters.values})
-    cfg = config_from_hp(best_hp, cfgmod.model_config("tuned", profile)).replace(
-        **{k: v for k, v in (overrides or {}).items() if v is not None})
+        trials.append(
+            {
+                "trial_id": t.trial_id,
+                "status": str(t.status),
+                "val_accuracy": None if score is None else float(score),
+                "hyperparameters": t.hyperparameters.values,
+            }
+        )
+    final = cfgmod.model_config("tuned", profile).replace(
+        **{k: v for k, v in (overrides or {}).items() if v is not None}
+    )
+    cfg = config_from_hp(best_hp, final)
+    # the rate was found at the trial batch size: scale it linearly to the final batch
+    cfg = cfg.replace(learning_rate=cfg.learning_rate * final.batch_size / base.batch_size)
     result = {
-        "config": {k: v for k, v in cfg.to_dict().items() if k not in ("mean", "std", "num_classes")},
+        "config": {
+            k: v for k, v in cfg.to_dict().items() if k not in ("mean", "std", "num_classes")
+        },
         "best_hyperparameters": best_hp.values,
         "trials": sorted(trials, key=lambda t: t["trial_id"]),
         "dataset": {"spec": ds.spec, "sha256": ds.checksum},
@@ -170,8 +206,11 @@ def run_search(dataset: str | Dataset = "cifar100", profile: str | None = None, 
     }
     with atomic_path(search_path(out)) as tmp:
         tmp.write_text(json.dumps(result, indent=2))
-    print(f"search done: best val accuracy {max((t['val_accuracy'] or 0) for t in trials):.4f} "
-          f"with {best_hp.values}", flush=True)
+    print(
+        f"search done: best val accuracy {max((t['val_accuracy'] or 0) for t in trials):.4f} "
+        f"with {best_hp.values}",
+        flush=True,
+    )
     return cfg
 
 
@@ -180,18 +219,26 @@ def load_search(out) -> dict | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
-def best_config(out, dataset, profile, seed, progress=True, vgg16_weights="imagenet") -> TrainConfig:
+def best_config(
+    out, dataset, profile, seed, progress=True, vgg16_weights="imagenet"
+) -> TrainConfig:
     """The searched configuration for this dataset/profile/seed; runs the search if needed."""
     found = load_search(out)
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
-    if found and found["dataset"]["sha256"] == ds.checksum and found["profile"] == profile \
-            and found["seed"] == seed:
+    if (
+        found
+        and found["dataset"]["sha256"] == ds.checksum
+        and found["profile"] == profile
+        and found["seed"] == seed
+    ):
         return TrainConfig.from_dict(found["config"])
-    print("no search result for this dataset/profile/seed yet: running the search first", flush=True)
+    print(
+        "no search result for this dataset/profile/seed yet: running the search first", flush=True
+    )
     return run_search(ds, profile, out, seed, progress=progress)
 
 
-def describe_space() -> "pd.DataFrame":
+def describe_space() -> pd.DataFrame:
     """The search space as a table: dimension, values, default."""
     import pandas as pd
 
@@ -203,21 +250,27 @@ def describe_space() -> "pd.DataFrame":
         if values is not None and not isinstance(values, (list, tuple)):
             values = [round(v, 4) for v in values]  # Int / Float ranges enumerate their steps
         if values is None:
-            values = f"{p.min_value} .. {p.max_value}" + (f" step {p.step}" if getattr(p, "step", None) else "")
+            values = f"{p.min_value} .. {p.max_value}" + (
+                f" step {p.step}" if getattr(p, "step", None) else ""
+            )
         elif isinstance(p, kt.engine.hyperparameters.Boolean):
             values = [True, False]
         cond = ", ".join(f"{c.name} in {c.values}" for c in p.conditions)
-        rows.append({"hyperparameter": p.name, "values": values, "default": p.default, "only when": cond})
+        rows.append(
+            {"hyperparameter": p.name, "values": values, "default": p.default, "only when": cond}
+        )
     return pd.DataFrame(rows)
 
 
-def trials_table(out) -> "pd.DataFrame":
+def trials_table(out) -> pd.DataFrame:
     """The finished search's trials, best first."""
     import pandas as pd
 
     found = load_search(out)
     if not found:
         raise CifarlabError(f"no search result in {search_path(out)}; run `cifarlab tune` first")
-    rows = [{"trial": t["trial_id"], "val_accuracy": t["val_accuracy"], **t["hyperparameters"]}
-            for t in found["trials"]]
+    rows = [
+        {"trial": t["trial_id"], "val_accuracy": t["val_accuracy"], **t["hyperparameters"]}
+        for t in found["trials"]
+    ]
     return pd.DataFrame(rows).sort_values("val_accuracy", ascending=False).reset_index(drop=True)

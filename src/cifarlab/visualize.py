@@ -25,12 +25,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files, not windows; notebooks show the saved PNGs inline
+import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cifarlab.data import Dataset, atomic_path  # noqa: E402
-
-import keras  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -74,9 +73,14 @@ def overfit_vs_baseline(hists: dict[str, np.ndarray], path: Path) -> Path:
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    gap = {n: float(hists[n]["accuracy"][-1] - hists[n]["val_accuracy"][-1]) for n in ("baseline", "overfit")}
-    fig.suptitle(f"Overfitting: final train-validation accuracy gap {gap['overfit']:+.1%} (overfit) "
-                 f"vs {gap['baseline']:+.1%} (baseline)")
+    gap = {
+        n: float(hists[n]["accuracy"][-1] - hists[n]["val_accuracy"][-1])
+        for n in ("baseline", "overfit")
+    }
+    fig.suptitle(
+        f"Overfitting: final train-validation accuracy gap {gap['overfit']:+.1%} (overfit) "
+        f"vs {gap['baseline']:+.1%} (baseline)"
+    )
     return _save(fig, path)
 
 
@@ -96,22 +100,47 @@ def confusion_matrices(name: str, y, pred, ds: Dataset, folder: Path) -> list[Pa
     names = [ds.class_names[i] for i in order]
     big = n > 20
     fig, ax = plt.subplots(figsize=(18, 16) if big else (8, 7))
-    sns.heatmap(cm, ax=ax, cmap="Blues", vmin=0, vmax=1, square=True, annot=not big, fmt=".2f",
-                xticklabels=names, yticklabels=names, cbar_kws={"label": "fraction of the true class"})
+    sns.heatmap(
+        cm,
+        ax=ax,
+        cmap="Blues",
+        vmin=0,
+        vmax=1,
+        square=True,
+        annot=not big,
+        fmt=".2f",
+        xticklabels=names,
+        yticklabels=names,
+        cbar_kws={"label": "fraction of the true class"},
+    )
     if big:
         ax.tick_params(labelsize=5)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"{name}: confusion matrix, row-normalised"
-                 + (" (ordered by superclass)" if ds.has_coarse else ""))
+    ax.set_title(
+        f"{name}: confusion matrix, row-normalised"
+        + (" (ordered by superclass)" if ds.has_coarse else "")
+    )
     files.append(_save(fig, folder / f"confusion_{name}.png"))
     if ds.has_coarse:
         f2c = ds.fine_to_coarse
-        cm2 = confusion_matrix(f2c[y], f2c[pred], labels=np.arange(len(ds.coarse_names)), normalize="true")
+        cm2 = confusion_matrix(
+            f2c[y], f2c[pred], labels=np.arange(len(ds.coarse_names)), normalize="true"
+        )
         fig, ax = plt.subplots(figsize=(13, 11))
-        sns.heatmap(cm2, ax=ax, cmap="Blues", vmin=0, vmax=1, annot=True, fmt=".2f", square=True,
-                    xticklabels=ds.coarse_names, yticklabels=ds.coarse_names,
-                    cbar_kws={"label": "fraction of the true superclass"})
+        sns.heatmap(
+            cm2,
+            ax=ax,
+            cmap="Blues",
+            vmin=0,
+            vmax=1,
+            annot=True,
+            fmt=".2f",
+            square=True,
+            xticklabels=ds.coarse_names,
+            yticklabels=ds.coarse_names,
+            cbar_kws={"label": "fraction of the true superclass"},
+        )
         ax.set_xlabel("predicted superclass")
         ax.set_ylabel("true superclass")
         ax.set_title(f"{name}: superclass confusion matrix, row-normalised")
@@ -124,8 +153,11 @@ def confusion_matrices(name: str, y, pred, ds: Dataset, folder: Path) -> list[Pa
 
 def conv_layers(model) -> list:
     """The model's 3x3 convolutions in order (the fixed 1x1 RGB->BGR swap is skipped)."""
-    return [lay for lay in model.layers
-            if isinstance(lay, keras.layers.Conv2D) and lay.kernel_size != (1, 1)]
+    return [
+        lay
+        for lay in model.layers
+        if isinstance(lay, keras.layers.Conv2D) and lay.kernel_size != (1, 1)
+    ]
 
 
 def block_outputs(model) -> list[str]:
@@ -162,12 +194,19 @@ def filters(name: str, model, path: Path) -> Path:
     return _save(fig, path)
 
 
-def feature_maps(name: str, model, image: np.ndarray, label: str, path: Path, per_block: int = 8) -> Path:
+def feature_maps(
+    name: str, model, image: np.ndarray, label: str, path: Path, per_block: int = 8
+) -> Path:
     layers = block_outputs(model)
     probe = keras.Model(model.input, [model.get_layer(n).output for n in layers])
     outs = probe(image[None].astype("float32"), training=False)
-    outs = [keras.ops.convert_to_numpy(o)[0] for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
-    fig, axes = plt.subplots(len(layers), per_block + 1, figsize=((per_block + 1) * 1.2, len(layers) * 1.35))
+    outs = [
+        keras.ops.convert_to_numpy(o)[0]
+        for o in (outs if isinstance(outs, (list, tuple)) else [outs])
+    ]
+    fig, axes = plt.subplots(
+        len(layers), per_block + 1, figsize=((per_block + 1) * 1.2, len(layers) * 1.35)
+    )
     axes = np.atleast_2d(axes)
     for r, (lname, fmap) in enumerate(zip(layers, outs)):
         axes[r, 0].imshow(image.astype("uint8"))
@@ -181,8 +220,10 @@ def feature_maps(name: str, model, image: np.ndarray, label: str, path: Path, pe
             if c < len(strongest):
                 ax.imshow(fmap[..., strongest[c]], cmap="viridis")
                 ax.set_title(f"ch {strongest[c]}", fontsize=6)
-    fig.suptitle(f"{name}: feature maps of a test image ({label}) after each convolution block, "
-                 "most active channels")
+    fig.suptitle(
+        f"{name}: feature maps of a test image ({label}) after each convolution block, "
+        "most active channels"
+    )
     return _save(fig, path)
 
 
@@ -216,8 +257,9 @@ def input_gradient(fn, x: np.ndarray) -> tuple[float, np.ndarray]:
     raise NotImplementedError(f"gradients are not supported on the {backend} backend")
 
 
-def activation_patterns(name: str, model, path: Path, n_filters: int = 8, steps: int = 30,
-                        seed: int = 0) -> Path:
+def activation_patterns(
+    name: str, model, path: Path, n_filters: int = 8, steps: int = 30, seed: int = 0
+) -> Path:
     """Gradient ascent in pixel space on the mean activation of filters of a deep conv."""
     conv = conv_layers(model)[-2 if len(conv_layers(model)) > 2 else -1]
     probe = keras.Model(model.input, conv.output)
@@ -232,7 +274,7 @@ def activation_patterns(name: str, model, path: Path, n_filters: int = 8, steps:
 
         for _ in range(steps):
             _, g = input_gradient(objective, x)
-            x = np.clip(x + 8.0 * g / (np.sqrt((g ** 2).mean()) + 1e-8), 0, 255).astype("float32")
+            x = np.clip(x + 8.0 * g / (np.sqrt((g**2).mean()) + 1e-8), 0, 255).astype("float32")
         images.append(x[0])
     fig, axes = plt.subplots(1, n_filters, figsize=(n_filters * 1.4, 1.9))
     for ax, f, img in zip(np.atleast_1d(axes), chosen, images):
@@ -240,8 +282,11 @@ def activation_patterns(name: str, model, path: Path, n_filters: int = 8, steps:
         ax.imshow(np.clip((img - lo) / (hi - lo + 1e-8), 0, 1))
         ax.set_title(f"filter {f}", fontsize=7)
         ax.axis("off")
-    fig.suptitle(f"{name}: inputs that maximise filters of '{conv.name}' "
-                 f"(gradient ascent, {steps} steps, {keras.backend.backend()})", fontsize=9)
+    fig.suptitle(
+        f"{name}: inputs that maximise filters of '{conv.name}' "
+        f"(gradient ascent, {steps} steps, {keras.backend.backend()})",
+        fontsize=9,
+    )
     return _save(fig, path)
 
 
@@ -259,15 +304,30 @@ def _image_grid(title: str, images, captions, wrong, path: Path, cols: int = 8) 
 
 def predictions(name: str, x, y, probs, class_names, folder: Path, n: int = 24) -> list[Path]:
     pred, conf = probs.argmax(1), probs.max(1)
-    cap = [f"true: {class_names[t]}\npred: {class_names[p]} {c:.0%}" for t, p, c in zip(y, pred, conf)]
+    cap = [
+        f"true: {class_names[t]}\npred: {class_names[p]} {c:.0%}" for t, p, c in zip(y, pred, conf)
+    ]
     idx = np.arange(min(n, len(y)))
-    files = [_image_grid(f"{name}: test images with true and predicted class and confidence",
-                         x[idx], [cap[i] for i in idx], pred[idx] != y[idx], folder / f"predictions_{name}.png")]
+    files = [
+        _image_grid(
+            f"{name}: test images with true and predicted class and confidence",
+            x[idx],
+            [cap[i] for i in idx],
+            pred[idx] != y[idx],
+            folder / f"predictions_{name}.png",
+        )
+    ]
     wrong = np.flatnonzero(pred != y)
     worst = wrong[np.argsort(-conf[wrong])][:16]
-    files.append(_image_grid(f"{name}: the {len(worst)} most confident mistakes", x[worst],
-                             [cap[i] for i in worst], np.ones(len(worst), bool),
-                             folder / f"mistakes_{name}.png"))
+    files.append(
+        _image_grid(
+            f"{name}: the {len(worst)} most confident mistakes",
+            x[worst],
+            [cap[i] for i in worst],
+            np.ones(len(worst), bool),
+            folder / f"mistakes_{name}.png",
+        )
+    )
     return files
 
 
@@ -279,30 +339,41 @@ def gradcam(name: str, model, x, y, probs, class_names, path: Path, n: int = 8) 
     pred = probs.argmax(1)
     fig, axes = plt.subplots(2, n, figsize=(n * 1.6, 3.6))
     for i in range(min(n, len(x))):
-        fmap = keras.ops.convert_to_numpy(head(x[i:i + 1].astype("float32"), training=False))
+        fmap = keras.ops.convert_to_numpy(head(x[i : i + 1].astype("float32"), training=False))
         c = int(pred[i])
         _, g = input_gradient(lambda t, c=c: tail(t, training=False)[0, c], fmap)
         weights = g.mean(axis=(1, 2))[0]
         cam = np.maximum((fmap[0] * weights).sum(-1), 0)
         cam = cam / (cam.max() + 1e-8)
-        big = np.kron(cam, np.ones((32 // cam.shape[0], 32 // cam.shape[1]))) if 32 % cam.shape[0] == 0 else cam
+        big = (
+            np.kron(cam, np.ones((32 // cam.shape[0], 32 // cam.shape[1])))
+            if 32 % cam.shape[0] == 0
+            else cam
+        )
         axes[0, i].imshow(x[i])
         axes[0, i].set_title(f"true: {class_names[y[i]]}", fontsize=6.5)
         axes[1, i].imshow(x[i])
         axes[1, i].imshow(big, cmap="jet", alpha=0.45, extent=(-0.5, 31.5, 31.5, -0.5))
-        axes[1, i].set_title(f"pred: {class_names[c]} {probs[i, c]:.0%}", fontsize=6.5,
-                             color="green" if c == y[i] else "red")
+        axes[1, i].set_title(
+            f"pred: {class_names[c]} {probs[i, c]:.0%}",
+            fontsize=6.5,
+            color="green" if c == y[i] else "red",
+        )
         axes[0, i].axis("off")
         axes[1, i].axis("off")
-    fig.suptitle(f"{name}: Grad-CAM at '{last.name}' ({cam.shape[0]}x{cam.shape[1]}): "
-                 "where the predicted class's evidence lies")
+    fig.suptitle(
+        f"{name}: Grad-CAM at '{last.name}' ({cam.shape[0]}x{cam.shape[1]}): "
+        "where the predicted class's evidence lies"
+    )
     return _save(fig, path)
 
 
 # --------------------------------------------------------------------------- everything
 
 
-def visualize_all(out: str | Path = ".", dataset=None, models: list[str] | None = None) -> list[Path]:
+def visualize_all(
+    out: str | Path = ".", dataset=None, models: list[str] | None = None
+) -> list[Path]:
     """Every picture for every saved model (regenerated each time)."""
     from cifarlab.evaluate import dataset_for, load_model, predict_proba, saved_models, test_split
 
@@ -324,10 +395,16 @@ def visualize_all(out: str | Path = ".", dataset=None, models: list[str] | None 
         x, y, _ = test_split(ds, meta)
         probs = predict_proba(model, x, tta_flip=meta["config"].get("tta_flip", False))
         files.append(filters(name, model, folder / f"filters_{name}.png"))
-        files.append(feature_maps(name, model, x[0], ds.class_names[y[0]], folder / f"feature_maps_{name}.png"))
+        files.append(
+            feature_maps(
+                name, model, x[0], ds.class_names[y[0]], folder / f"feature_maps_{name}.png"
+            )
+        )
         files.append(activation_patterns(name, model, folder / f"patterns_{name}.png"))
         files += predictions(name, x, y, probs, ds.class_names, folder)
-        files.append(gradcam(name, model, x, y, probs, ds.class_names, folder / f"gradcam_{name}.png"))
+        files.append(
+            gradcam(name, model, x, y, probs, ds.class_names, folder / f"gradcam_{name}.png")
+        )
     with atomic_path(folder / "index.json") as tmp:
         tmp.write_text(json.dumps(sorted(p.name for p in files), indent=1))
     return files
@@ -341,17 +418,22 @@ def class_balance(ds: Dataset, split, path: Path) -> Path:
     import pandas as pd
 
     n = ds.num_classes
-    counts = pd.DataFrame({
-        "train": np.bincount(split.y_train, minlength=n),
-        "validation": np.bincount(split.y_val, minlength=n),
-        "test": np.bincount(ds.y_test, minlength=n),
-    }, index=ds.class_names)
+    counts = pd.DataFrame(
+        {
+            "train": np.bincount(split.y_train, minlength=n),
+            "validation": np.bincount(split.y_val, minlength=n),
+            "test": np.bincount(ds.y_test, minlength=n),
+        },
+        index=ds.class_names,
+    )
     fig, ax = plt.subplots(figsize=(max(8, n * 0.18), 4))
     counts.plot.bar(ax=ax, width=0.85)
     ax.set_xlabel("class")
     ax.set_ylabel("images")
-    ax.set_title(f"{ds.name}: images per class — {len(split.y_train):,} train / "
-                 f"{len(split.y_val):,} validation (stratified) / {len(ds.y_test):,} test")
+    ax.set_title(
+        f"{ds.name}: images per class — {len(split.y_train):,} train / "
+        f"{len(split.y_val):,} validation (stratified) / {len(ds.y_test):,} test"
+    )
     if n > 20:
         ax.tick_params(axis="x", labelsize=5)
     return _save(fig, path)
@@ -365,8 +447,10 @@ def curves(out: str | Path, name: str) -> Path:
 
 def overfit_gap(out: str | Path) -> Path:
     """The overfit model's train-validation gap beside the baseline's."""
-    hists = {n: np.load(Path(out) / "histories" / f"{n}.npy", allow_pickle=False)
-             for n in ("baseline", "overfit")}
+    hists = {
+        n: np.load(Path(out) / "histories" / f"{n}.npy", allow_pickle=False)
+        for n in ("baseline", "overfit")
+    }
     return overfit_vs_baseline(hists, Path(out) / "reports" / "figures" / "overfit_vs_baseline.png")
 
 
@@ -375,7 +459,7 @@ def show(*paths) -> None:
     from IPython.display import Image, display
 
     for p in paths:
-        for q in ([p] if isinstance(p, (str, Path)) else p):
+        for q in [p] if isinstance(p, (str, Path)) else p:
             display(Image(filename=str(q)))
 
 
@@ -383,5 +467,7 @@ def figures(out: str | Path, kind: str) -> list[Path]:
     """The saved figures of one kind (curves, confusion, filters, ...), in model order."""
     folder = Path(out) / "reports" / "figures"
     order = {m: i for i, m in enumerate(("baseline", "overfit", "tuned", "vgg16"))}
-    found = list(folder.glob(f"{kind}_*.png")) + [p for p in [folder / f"{kind}.png"] if p.is_file()]
+    found = list(folder.glob(f"{kind}_*.png")) + [
+        p for p in [folder / f"{kind}.png"] if p.is_file()
+    ]
     return sorted(found, key=lambda p: (order.get(p.stem.split("_")[-1], 9), p.name))

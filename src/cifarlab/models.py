@@ -55,10 +55,16 @@ def _inputs(config: TrainConfig, rotation: float = 0.0):
     return inputs, x
 
 
+# Keras' default BN momentum (0.99) averages over ~100 steps: after a short run the
+# inference statistics are still mostly their initial values (measured here: 32% train
+# vs 15% validation after 39 steps). 0.9 (~10 steps), as fast CIFAR recipes use.
+BN_MOMENTUM = 0.9
+
+
 def _conv(x, filters, name, bn=False, **kw):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=not bn, name=name, **kw)(x)
     if bn:
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
@@ -122,7 +128,7 @@ def build_tuned(config: TrainConfig) -> keras.Model:
                 width, 3, padding="same", use_bias=not bn, name=f"stage{s}_block{d}_b"
             )(y)
             if bn:
-                y = layers.BatchNormalization(name=f"stage{s}_block{d}_b_bn")(y)
+                y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"stage{s}_block{d}_b_bn")(y)
             if residual:
                 y = layers.Add(name=f"stage{s}_block{d}_add")([x, y])
             x = layers.Activation("relu", name=f"stage{s}_block{d}_out")(y)
@@ -184,7 +190,7 @@ def build_vgg16(config: TrainConfig, weights: str = "imagenet") -> keras.Model:
     x = layers.Flatten(name="head_flatten")(x)
     # VGG features are large and unnormalised: a head straight on them collapsed to
     # chance in our measurements, BN in front of it learns at once.
-    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="head_bn")(x)
     x = layers.Dense(hp["dense"], activation="relu", name="head_dense")(x)
     x = layers.Dropout(hp["dropout"], name="head_dropout")(x)
     outputs = layers.Dense(

@@ -32,6 +32,12 @@ import numpy as np  # noqa: E402
 from cifarlab.data import Dataset, atomic_path  # noqa: E402
 
 
+def _np32(t) -> np.ndarray:
+    """A backend tensor as float32 NumPy: under mixed precision activations are bfloat16,
+    which NumPy reductions and matplotlib cannot handle."""
+    return np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float32)
+
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -173,7 +179,7 @@ def block_outputs(model) -> list[str]:
 
 def filters(name: str, model, path: Path) -> Path:
     conv = conv_layers(model)[0]
-    k = keras.ops.convert_to_numpy(conv.kernel)  # (3, 3, in, out)
+    k = _np32(conv.kernel)  # (3, 3, in, out)
     n = k.shape[-1]
     cols = 8
     rows = int(np.ceil(n / cols))
@@ -201,7 +207,7 @@ def feature_maps(
     probe = keras.Model(model.input, [model.get_layer(n).output for n in layers])
     outs = probe(image[None].astype("float32"), training=False)
     outs = [
-        keras.ops.convert_to_numpy(o)[0]
+        _np32(o)[0]
         for o in (outs if isinstance(outs, (list, tuple)) else [outs])
     ]
     fig, axes = plt.subplots(
@@ -241,19 +247,19 @@ def input_gradient(fn, x: np.ndarray) -> tuple[float, np.ndarray]:
         with tf.GradientTape() as tape:
             tape.watch(t)
             v = fn(t)
-        return float(v), tape.gradient(v, t).numpy()
+        return float(v), _np32(tape.gradient(v, t))
     if backend == "jax":
         import jax
 
         v, g = jax.value_and_grad(fn)(jax.numpy.asarray(x))
-        return float(v), np.asarray(g)
+        return float(v), _np32(g)
     if backend == "torch":
         import torch
 
         t = torch.tensor(x, requires_grad=True)
         v = fn(t)
         v.backward()
-        return float(v.detach()), t.grad.detach().cpu().numpy()
+        return float(v.detach().float()), t.grad.detach().float().cpu().numpy()
     raise NotImplementedError(f"gradients are not supported on the {backend} backend")
 
 
@@ -339,7 +345,7 @@ def gradcam(name: str, model, x, y, probs, class_names, path: Path, n: int = 8) 
     pred = probs.argmax(1)
     fig, axes = plt.subplots(2, n, figsize=(n * 1.6, 3.6))
     for i in range(min(n, len(x))):
-        fmap = keras.ops.convert_to_numpy(head(x[i : i + 1].astype("float32"), training=False))
+        fmap = _np32(head(x[i : i + 1].astype("float32"), training=False))
         c = int(pred[i])
         _, g = input_gradient(lambda t, c=c: tail(t, training=False)[0, c], fmap)
         weights = g.mean(axis=(1, 2))[0]

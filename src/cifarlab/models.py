@@ -128,7 +128,9 @@ def build_tuned(config: TrainConfig) -> keras.Model:
                 width, 3, padding="same", use_bias=not bn, name=f"stage{s}_block{d}_b"
             )(y)
             if bn:
-                y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"stage{s}_block{d}_b_bn")(y)
+                y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"stage{s}_block{d}_b_bn")(
+                    y
+                )
             if residual:
                 y = layers.Add(name=f"stage{s}_block{d}_add")([x, y])
             x = layers.Activation("relu", name=f"stage{s}_block{d}_out")(y)

@@ -206,10 +206,7 @@ def feature_maps(
     layers = block_outputs(model)
     probe = keras.Model(model.input, [model.get_layer(n).output for n in layers])
     outs = probe(image[None].astype("float32"), training=False)
-    outs = [
-        _np32(o)[0]
-        for o in (outs if isinstance(outs, (list, tuple)) else [outs])
-    ]
+    outs = [_np32(o)[0] for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
     fig, axes = plt.subplots(
         len(layers), per_block + 1, figsize=((per_block + 1) * 1.2, len(layers) * 1.35)
     )

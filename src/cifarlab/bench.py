@@ -78,7 +78,14 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
     from cifarlab import models as mdl
 
     rows = []
-    for name in models:
+    # what training uses ("auto": bf16 where the hardware gains), and float32 beside it
+    # for the CNNs when that differs, so the gain is measured, not assumed
+    auto = train.set_precision("auto")
+    plan = [(name, auto) for name in models]
+    if auto != "float32":
+        plan += [(name, "float32") for name in models if name in ("baseline", "tuned")]
+    for name, precision in plan:
+        train.set_precision(precision)
         cfg = config.model_config(name, profile).replace(
             mean=[125.3, 123.0, 113.9], std=[63.0, 62.1, 66.7], num_classes=100
         )
@@ -102,6 +109,7 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
             {
                 "model": name,
                 "backend": keras.backend.backend(),
+                "precision": precision,
                 "batch_size": bs,
                 "train_images_per_s": train_ips,
                 "infer_images_per_s": infer_ips,
@@ -119,6 +127,7 @@ def _naive_reference(steps: int) -> dict:
     import keras
     from keras import layers
 
+    keras.mixed_precision.set_global_policy("float32")
     inp = keras.Input((32, 32, 3))
     x = inp
     for width, convs in ((32, 3), (64, 4)):
@@ -248,7 +257,7 @@ def run_bench(
         row["fraction_of_roofline"] = gf / roof
     naive = next((r for r in rows if "naive" in r["model"]), None)
     for row in rows:
-        if naive and row["model"] in ("baseline",):
+        if naive and row["model"] == "baseline":
             row["speedup_vs_naive"] = row["train_images_per_s"] / naive["train_images_per_s"]
     result = {
         "command": "cifarlab bench " + " ".join(sys.argv[2:])
@@ -275,8 +284,14 @@ def run_bench(
 def _fastest_backend(rows: list[dict]) -> str | None:
     """The backend with the best total training time over the series' CNNs."""
     by_backend: dict[str, float] = {}
+    default = {}  # each backend's first (= training's own) precision
     for r in rows:
-        if r["model"] in ("baseline", "overfit", "tuned"):
+        default.setdefault(r["backend"], r["precision"])
+    for r in rows:
+        if (
+            r["model"] in ("baseline", "overfit", "tuned")
+            and r["precision"] == default[r["backend"]]
+        ):
             by_backend[r["backend"]] = (
                 by_backend.get(r["backend"], 0.0) + 1.0 / r["train_images_per_s"]
             )
@@ -339,14 +354,16 @@ def markdown(result: dict) -> str:
         "",
         f"Roofline: float32 matmul (numpy, 2048^3) **{result['matmul_gflops']:.0f} GFLOP/s**.",
         "",
-        "| model | backend | batch | train img/s | infer img/s | fwd MFLOP/img | train GFLOP/s | of roofline | vs naive |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | backend | precision | batch | train img/s | infer img/s | fwd MFLOP/img "
+        "| train GFLOP/s | of fp32 roofline | vs naive |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         infer = "" if r["infer_images_per_s"] is None else f"{r['infer_images_per_s']:.0f}"
         vs = f"{r['speedup_vs_naive']:.2f}x" if "speedup_vs_naive" in r else ""
         lines.append(
-            f"| {r['model']} | {r['backend']} | {r['batch_size']} | {r['train_images_per_s']:.0f} | "
+            f"| {r['model']} | {r['backend']} | {r['precision']} | {r['batch_size']} "
+            f"| {r['train_images_per_s']:.0f} | "
             f"{infer} | {r['forward_mflops_per_image']:.0f} | {r['train_gflops']:.0f} | "
             f"{r['fraction_of_roofline']:.0%} | {vs} |"
         )

@@ -149,6 +149,7 @@ def _naive_reference(steps: int) -> dict:
     return {
         "model": "baseline (naive reference)",
         "backend": keras.backend.backend(),
+        "precision": "float32",
         "batch_size": 32,
         "train_images_per_s": n / (time.perf_counter() - t),
         "infer_images_per_s": None,

@@ -1,0 +1,61 @@
+"""The benchmark's arithmetic: FLOP counting and the choice of the fastest backend."""
+
+from __future__ import annotations
+
+from cifarlab import bench, config, models
+
+
+def test_forward_flops_of_the_baseline_match_a_hand_count():
+    cfg = config.model_config("baseline", "smoke").replace(
+        mean=[0.0] * 3, std=[1.0] * 3, num_classes=10
+    )
+    # 2 FLOPs per multiply-add: H*W*k*k*Cin*Cout per conv, in*out per dense layer
+    block1 = 32 * 32 * 9 * (3 * 32 + 2 * 32 * 32)
+    block2 = 16 * 16 * 9 * (32 * 64 + 3 * 64 * 64)
+    dense = 8 * 8 * 64 * 512 + 512 * 10
+    assert bench.count_flops(models.build(cfg)) == 2 * (block1 + block2 + dense) == 109_783_040
+
+
+def _row(backend, model, ips, precision="float32"):
+    return {"backend": backend, "model": model, "train_images_per_s": ips, "precision": precision}
+
+
+def test_fastest_backend_compares_each_backends_own_precision_only():
+    rows = [
+        _row("tensorflow", "baseline", 1500, "mixed_bfloat16"),
+        _row("tensorflow", "tuned", 500, "mixed_bfloat16"),
+        _row("tensorflow", "baseline", 100),  # float32 extra rows must not count against it
+        _row("tensorflow", "tuned", 100),
+        _row("torch", "baseline", 900),
+        _row("torch", "tuned", 450),
+    ]
+    assert bench._fastest_backend(rows) == "tensorflow"
+    rows[1]["train_images_per_s"] = 200  # now torch takes less total time
+    assert bench._fastest_backend(rows) == "torch"
+
+
+def test_markdown_table_has_a_row_per_measurement(tmp_path):
+    result = {
+        "command": "cifarlab bench",
+        "date": "2026-11-21T00:00:00+00:00",
+        "profile": "cpu",
+        "steps": 20,
+        "matmul_gflops": 200.0,
+        "pipeline": {"decode_images_per_s": 1000.0},
+        "hardware": {"processor": "x", "cpu_count": 2, "gpu": False},
+        "versions": {"python": "3.11", "keras": "3"},
+        "rows": [
+            {
+                **_row("tensorflow", "baseline", 100.0),
+                "batch_size": 128,
+                "infer_images_per_s": 400.0,
+                "forward_mflops_per_image": 110.0,
+                "train_gflops": 33.0,
+                "fraction_of_roofline": 0.165,
+                "speedup_vs_naive": 2.0,
+            },
+        ],
+    }
+    md = bench.markdown(result)
+    assert "| baseline | tensorflow | float32 | 128 | 100 | 400 | 110 | 33 | 16% | 2.00x |" in md
+    assert "decode images per s 1,000" in md

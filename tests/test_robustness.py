@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_train import _train_cmd
 
 from cifarlab import data
 from cifarlab.errors import DataError
@@ -228,22 +229,7 @@ def test_predict_on_an_unknown_class_model_is_refused_on_the_command_line(tmp_pa
 
 
 def _train(out: Path, real_data: Path, epochs: int, **popen):
-    cmd = [
-        sys.executable,
-        "-m",
-        "cifarlab",
-        "train",
-        "baseline",
-        "--dataset",
-        str(real_data),
-        "--profile",
-        "smoke",
-        "--out",
-        str(out),
-        "--epochs",
-        str(epochs),
-        "--quiet",
-    ]
+    cmd = _train_cmd(out, real_data, epochs)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 

@@ -103,6 +103,16 @@ _PROFILE_DEFAULTS: dict[str, dict] = {
     "full": dict(batch_size=256),
 }
 
+_TUNED_RECIPE = dict(
+    optimizer="sgd",
+    learning_rate=0.2,
+    warmup_fraction=0.2,
+    weight_decay=5e-4,
+    label_smoothing=0.2,
+    augment=0.125,
+    tta_flip=True,
+)
+
 _MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
     "baseline": {
         # The classic Keras-tutorial CNN with Adam: the reference point, not tuned.
@@ -122,37 +132,10 @@ _MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
         # Modern small-budget recipe (BN residual net, SGD+Nesterov, warm-up + cosine,
         # label smoothing, flip + crop, test-time flip). The search may change all of it.
         "smoke": dict(
-            epochs=3,
-            optimizer="sgd",
-            learning_rate=0.05,
-            warmup_fraction=0.2,
-            weight_decay=5e-4,
-            label_smoothing=0.1,
-            augment=0.1,
-            tta_flip=True,
+            _TUNED_RECIPE, epochs=3, learning_rate=0.05, label_smoothing=0.1, augment=0.1
         ),
-        "cpu": dict(
-            epochs=24,
-            batch_size=256,
-            optimizer="sgd",
-            learning_rate=0.2,
-            warmup_fraction=0.2,
-            weight_decay=5e-4,
-            label_smoothing=0.2,
-            augment=0.125,
-            tta_flip=True,
-        ),
-        "full": dict(
-            epochs=30,
-            batch_size=512,
-            optimizer="sgd",
-            learning_rate=0.4,
-            warmup_fraction=0.2,
-            weight_decay=5e-4,
-            label_smoothing=0.2,
-            augment=0.125,
-            tta_flip=True,
-        ),
+        "cpu": dict(_TUNED_RECIPE, epochs=24, batch_size=256),
+        "full": dict(_TUNED_RECIPE, epochs=30, batch_size=512, learning_rate=0.4),
     },
     "vgg16": {
         # epochs = head epochs (base frozen, cached features) + fine-tune epochs.

@@ -28,12 +28,14 @@ import io
 import json
 import os
 import pickle
+import struct
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -469,7 +471,7 @@ def _read_official_archive(path: Path, spec: str) -> Dataset:
                 _check_member(m.name, _tar_kind(m), path)
                 if m.isfile():
                     members[PurePosixPath(m.name).as_posix()] = tar.extractfile(m).read()
-    except (tarfile.TarError, EOFError, OSError, zlib_error()) as exc:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{path}: truncated or damaged archive ({exc})") from None
     folder = entry["folder"]
 
@@ -542,12 +544,6 @@ def _parse_official(kind: str, get, spec: str, where: str) -> Dataset:
     )
 
 
-def zlib_error():
-    import zlib
-
-    return zlib.error
-
-
 # --------------------------------------------------------------------------- archive safety
 
 
@@ -603,7 +599,7 @@ def _iter_archive_files(path: Path) -> Iterator[tuple[str, bytes]]:
             return
     except UnsafeInputError:
         raise
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib_error()) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{path}: truncated or damaged archive ({exc})") from None
     raise DataError(
         f"{path}: not a folder, .tar.gz or .zip (or a damaged one); expected an image folder "
@@ -664,18 +660,12 @@ def image_to_array(data: bytes, size: int = IMAGE_SIZE, what: str = "image") -> 
         IndexError,
         KeyError,
         ZeroDivisionError,
-        struct_error(),
+        struct.error,
     ) as exc:
         raise DataError(f"{what}: damaged image ({type(exc).__name__}: {exc})") from None
     if arr.shape != (size, size, 3):
         raise DataError(f"{what}: decoded to shape {arr.shape}, expected {(size, size, 3)}")
     return arr
-
-
-def struct_error():
-    import struct
-
-    return struct.error
 
 
 def load_image_file(path: str | Path) -> np.ndarray:

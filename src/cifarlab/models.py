@@ -348,7 +348,3 @@ def build(config: TrainConfig, **kw) -> keras.Model:
             f"unknown model '{config.model}'; choose one of {', '.join(BUILDERS)}"
         ) from None
     return builder(config, **kw)
-
-
-def count_params(model: keras.Model) -> int:
-    return int(sum(np.prod(v.shape) for v in model.weights if v.trainable or True))

@@ -519,7 +519,7 @@ def train_model(
                     "restored_best_weights": name != "overfit" and restore_best(model, p["work"])
                 }
         extra["distribute"] = dist.describe()
-        wall = time.time() - t0 + _previous_wall(p["work"])
+        wall = time.time() - t0  # this process's time; a resumed run counts its own part
         meta = save_artifacts(
             model,
             name,
@@ -579,10 +579,6 @@ def _check_resume(work: Path, cfg: TrainConfig, ds: Dataset, seed: int) -> None:
         return
     with atomic_path(f) as tmp:
         tmp.write_text(json.dumps({"ident": ident, "started": time.time()}))
-
-
-def _previous_wall(work: Path) -> float:
-    return 0.0  # wall time counts this process; resumed runs note it in their log
 
 
 def _train_vgg16(cfg: TrainConfig, split: Split, p: dict, weights: str, progress: bool):

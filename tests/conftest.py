@@ -29,7 +29,7 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CIFARLAB_NO_DOWNLOAD", "1")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_data() -> Path:
     if not REAL_DATA.is_file():
         pytest.skip(f"real CIFAR-10 JPEG archive not present at {REAL_DATA}")

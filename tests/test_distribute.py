@@ -3,8 +3,10 @@
 - MirroredStrategy over 2 logical CPU devices and JAX DataParallel over 2 host devices
   follow the single-device loss trajectory (same global batch and learning rate) within
   2% per epoch;
-- ``--distribute multiworker`` is refused in one line (Keras 3 cannot fit under
-  MultiWorkerMirroredStrategy, keras-team/keras#20585);
+- two MultiWorkerMirroredStrategy workers on 127.0.0.1 ports (TF_CONFIG) complete a smoke
+  run, follow the same single-device trajectory and end with identical weights (Keras 3
+  needs ``cifarlab._tf_multiworker`` for that, keras-team/keras#20585); a bad TF_CONFIG
+  and an unsearched ``tuned`` are refused in one line;
 - a KerasTuner chief with two workers on 127.0.0.1 runs one search whose trials are
   split between the workers.
 All in subprocesses with time limits; nothing outlives a test.
@@ -12,6 +14,7 @@ All in subprocesses with time limits; nothing outlives a test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -23,10 +26,13 @@ import numpy as np
 import pytest
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """n distinct free ports (all held open while choosing, so no two are the same)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 TRAJECTORY = """
@@ -51,12 +57,38 @@ def _run(code: str, env: dict, timeout: int = 600) -> subprocess.CompletedProces
     )
 
 
+def _cli(args: list[str], env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cifarlab", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", **env},
+    )
+
+
 def _trajectory(tmp_path, real_data, kind, bs, lr, env, name):
     out = tmp_path / name
     r = _run(TRAJECTORY.format(bs=bs, lr=lr, data=real_data, out=out, kind=kind), env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     dist = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("META "))[5:])
     return np.load(out / "histories" / "overfit.npy", allow_pickle=False)["loss"], dist
+
+
+@pytest.fixture(scope="module")
+def single_device(tmp_path_factory, real_data):
+    """The reference: one device, global batch 64, learning rate 1e-3, per backend."""
+    cache = {}
+
+    def get(backend):
+        if backend not in cache:
+            tmp = tmp_path_factory.mktemp(f"single-{backend}")
+            cache[backend] = _trajectory(
+                tmp, real_data, "none", 64, 1e-3, {"KERAS_BACKEND": backend}, "single"
+            )[0]
+        return cache[backend]
+
+    return get
 
 
 @pytest.mark.parametrize(
@@ -67,13 +99,11 @@ def _trajectory(tmp_path, real_data, kind, bs, lr, env, name):
     ],
 )
 def test_two_replicas_follow_the_single_device_loss_trajectory(
-    tmp_path, real_data, kind, backend, env
+    tmp_path, real_data, single_device, kind, backend, env
 ):
     pytest.importorskip(backend)
     env = {**env, "KERAS_BACKEND": backend}
-    single, _ = _trajectory(
-        tmp_path, real_data, "none", 64, 1e-3, {"KERAS_BACKEND": backend}, "single"
-    )
+    single = single_device(backend)
     # 2 replicas x 32 = the same global batch of 64; the scaling rule doubles the
     # learning rate, so start from half of it to compare like with like
     multi, dist = _trajectory(tmp_path, real_data, kind, 32, 5e-4, env, "multi")
@@ -81,12 +111,118 @@ def test_two_replicas_follow_the_single_device_loss_trajectory(
     np.testing.assert_allclose(multi, single, rtol=0.02)
 
 
-def test_mirrored_on_a_machine_without_gpus_uses_one_replica_and_says_so(tmp_path, real_data):
-    r = subprocess.run(
+def _tf_config(ports: list[int], index: int) -> str:
+    return json.dumps(
+        {
+            "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+            "task": {"type": "worker", "index": index},
+        }
+    )
+
+
+def test_two_multiworker_workers_follow_single_device_and_end_with_the_same_weights(
+    tmp_path, real_data, single_device
+):
+    import keras
+
+    single = single_device("tensorflow")
+    ports = _free_ports(2)
+    out = tmp_path / "multi"
+    code = textwrap.dedent(
+        TRAJECTORY.format(bs=32, lr=5e-4, data=real_data, out=out, kind="multiworker")
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CONFIG": _tf_config(ports, i)},
+        )
+        for i in range(2)
+    ]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, o[-2000:] + e[-3000:]
+    dists = [
+        json.loads(next(ln for ln in o.splitlines() if ln.startswith("META "))[5:]) for o, _ in outs
+    ]
+    assert [d["task"] for d in dists] == ["worker0", "worker1"]
+    assert all(d["replicas"] == 2 and d["workers"] == 2 for d in dists)
+    # the chief writes to --out, the other worker beside it
+    chief, other = out, out / "workers" / "worker1"
+    multi = np.load(chief / "histories" / "overfit.npy", allow_pickle=False)["loss"]
+    np.testing.assert_allclose(multi, single, rtol=0.02)
+    a = keras.saving.load_model(chief / "saved_models" / "overfit.keras")
+    b = keras.saving.load_model(other / "saved_models" / "overfit.keras")
+    assert len(a.weights) == len(b.weights) > 0
+    for va, vb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(np.asarray(va), np.asarray(vb), err_msg=va.path)
+
+
+@pytest.mark.parametrize(
+    "tf_config,expected",
+    [
+        ("{not json", "TF_CONFIG must be JSON like"),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}}', "TF_CONFIG must be JSON like"),
+        (
+            '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
+            "task index 3 is outside the 1 'worker' address(es)",
+        ),
+    ],
+)
+def test_a_bad_tf_config_is_refused_in_one_line(tmp_path, tf_config, expected):
+    r = _cli(
         [
-            sys.executable,
-            "-m",
-            "cifarlab",
+            "train",
+            "baseline",
+            "--distribute",
+            "multiworker",
+            "--profile",
+            "smoke",
+            "--dataset",
+            "cifar10",
+            "--out",
+            str(tmp_path),
+        ],
+        {"TF_CONFIG": tf_config},
+    )
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and expected in lines[0], r.stderr[-2000:]
+
+
+def test_multiworker_tuned_needs_the_search_first(tmp_path, real_data):
+    # every worker must train the same configuration: a search per worker would differ
+    r = _cli(
+        [
+            "train",
+            "tuned",
+            "--distribute",
+            "multiworker",
+            "--profile",
+            "smoke",
+            "--dataset",
+            str(real_data),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ],
+        {"TF_CONFIG": ""},
+    )
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert "no search result" in lines[0] and "cifarlab tune" in lines[0]
+    assert "one worker on this machine" in r.stdout
+    assert not (tmp_path / "saved_models" / "tuned.keras").exists()
+
+
+def test_mirrored_on_a_machine_without_gpus_uses_one_replica_and_says_so(tmp_path, real_data):
+    r = _cli(
+        [
             "train",
             "baseline",
             "--distribute",
@@ -101,10 +237,8 @@ def test_mirrored_on_a_machine_without_gpus_uses_one_replica_and_says_so(tmp_pat
             str(tmp_path),
             "--quiet",
         ],
-        capture_output=True,
-        text=True,
+        {},
         timeout=600,
-        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "distribute: mirrored over 1 replica(s)" in r.stdout
@@ -112,34 +246,8 @@ def test_mirrored_on_a_machine_without_gpus_uses_one_replica_and_says_so(tmp_pat
     assert meta["distribute"]["replicas"] == 1
 
 
-def test_multiworker_is_refused_in_one_line_naming_the_upstream_issue(tmp_path):
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cifarlab",
-            "train",
-            "baseline",
-            "--distribute",
-            "multiworker",
-            "--profile",
-            "smoke",
-            "--dataset",
-            "cifar10",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
-    )
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and "keras-team/keras#20585" in lines[0]
-
-
 def test_keras_tuner_chief_and_two_workers_share_one_search(tmp_path, real_data):
-    port = _free_port()
+    (port,) = _free_ports(1)
     base = {
         **os.environ,
         "KERAS_BACKEND": "tensorflow",

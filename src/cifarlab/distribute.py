@@ -5,8 +5,11 @@
 - ``mirrored``: ``tf.distribute.MirroredStrategy`` over the local GPUs (without GPUs:
   over the logical CPU devices, one unless ``CIFARLAB_LOGICAL_CPUS=N`` splits the CPU);
   TensorFlow backend.
-- ``multiworker``: refused with one line: TensorFlow's MultiWorkerMirroredStrategy does
-  not work with Keras 3 ``fit`` (keras-team/keras#20585, reproduced here).
+- ``multiworker``: ``tf.distribute.MultiWorkerMirroredStrategy`` over the machines named
+  in ``TF_CONFIG`` (TensorFlow backend). Keras 3's ``fit`` fails under it as released
+  (keras-team/keras#20585); ``cifarlab._tf_multiworker`` corrects the two defects while
+  the installed Keras has them. The chief (``chief``, or ``worker`` 0 without one)
+  writes to ``--out``; every other worker writes its copy to ``--out/workers/<task>``.
 - ``dataparallel``: ``keras.distribution.DataParallel`` over all JAX devices (for host
   devices: ``XLA_FLAGS=--xla_force_host_platform_device_count=N``); JAX backend.
 
@@ -18,6 +21,7 @@ replicas (the linear scaling rule, Goyal et al. 2017); the warm-up fraction is k
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -35,6 +39,8 @@ class Distribution:
     task: str = "chief"
     devices: list[str] = field(default_factory=list)
     scope: object = field(default_factory=contextlib.nullcontext)
+    workers: int = 1
+    keras_fixes: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
         return {
@@ -42,6 +48,8 @@ class Distribution:
             "replicas": self.replicas,
             "task": self.task,
             "devices": self.devices,
+            "workers": self.workers,
+            "keras_fixes": self.keras_fixes,
             "rule": RULE if self.kind != "none" else None,
         }
 
@@ -85,16 +93,56 @@ def setup(kind: str | None) -> Distribution:
             kind, strategy.num_replicas_in_sync, devices=devices, scope=strategy.scope()
         )
 
-    # multiworker: tf.distribute.MultiWorkerMirroredStrategy does not work with Keras 3's
-    # fit (keras-team/keras#20585, tensorflow/tensorflow#72388; measured here with Keras
-    # 3.15 / TF 2.21: fit fails first in Trainer._maybe_symbolic_build, which reduces a
-    # distributed batch across workers, and after a workaround for that in the per-replica
-    # metric reduction). Refuse clearly instead of failing mid-run.
-    raise CifarlabError(
-        "--distribute multiworker: TensorFlow's MultiWorkerMirroredStrategy does not work with "
-        "Keras 3 model.fit (keras-team/keras#20585); on one machine use --distribute mirrored, "
-        "for a bigger search use KerasTuner's chief/worker mode (see README)"
+    # multiworker: TF_CONFIG names the cluster and this process's task
+    cluster, task_type, task_index = _tf_config()
+    from cifarlab import _tf_multiworker
+
+    fixed = _tf_multiworker.apply()  # keras-team/keras#20585, see that module
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    is_chief = task_type == "chief" or (
+        task_type == "worker" and task_index == 0 and "chief" not in cluster
     )
+    workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker")) or 1
+    return Distribution(
+        kind,
+        strategy.num_replicas_in_sync,
+        is_chief=is_chief,
+        task=f"{task_type}{task_index}" if cluster else "chief",
+        devices=list(strategy.extended.worker_devices),
+        scope=strategy.scope(),
+        workers=workers,
+        keras_fixes=fixed,
+    )
+
+
+def _tf_config() -> tuple[dict, str, int]:
+    """Read and check TF_CONFIG: (cluster, task type, task index); ({}, 'chief', 0) if unset."""
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        os.environ.pop("TF_CONFIG", None)  # TensorFlow itself fails on a blank one
+        print(
+            "distribute: TF_CONFIG is not set: one worker on this machine (set TF_CONFIG on "
+            "each machine for a cluster; see README)",
+            flush=True,
+        )
+        return {}, "chief", 0
+    try:
+        conf = json.loads(raw)
+        cluster = conf["cluster"]
+        task_type = conf["task"]["type"]
+        task_index = int(conf["task"]["index"])
+        members = cluster[task_type]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CifarlabError(
+            'TF_CONFIG must be JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            f'"task": {{"type": "worker", "index": 0}}}} ({type(exc).__name__}: {exc})'
+        ) from None
+    if not 0 <= task_index < len(members):
+        raise CifarlabError(
+            f"TF_CONFIG: task index {task_index} is outside the {len(members)} "
+            f"'{task_type}' address(es) of the cluster"
+        )
+    return cluster, task_type, task_index
 
 
 def scale(cfg, dist: Distribution):

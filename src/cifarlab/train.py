@@ -416,10 +416,10 @@ def _json_default(o):
 
 
 def prepare(
-    dataset: str | Dataset, cfg: TrainConfig, seed: int
+    dataset: str | Dataset, cfg: TrainConfig, seed: int, progress: bool = True
 ) -> tuple[Dataset, Split, TrainConfig]:
     """Load, split (stratified, seeded) and fill the config's data statistics."""
-    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, progress=progress)
     split = split_train_val(ds, cfg.val_fraction, seed, limit=cfg.train_limit)
     mean, std = channel_stats(split.x_train)  # training split only
     cfg = cfg.replace(
@@ -454,8 +454,9 @@ def train_model(
             f"{dist.devices or ''} as {dist.task}".rstrip(),
             flush=True,
         )
+    root = Path(out)
     if not dist.is_chief:  # workers other than the chief write their copies aside
-        out = Path(out) / "workers" / dist.task
+        out = root / "workers" / dist.task
     if name not in SERIES:
         raise CifarlabError(f"unknown model '{name}'; choose one of {', '.join(SERIES)}")
     profile = cfgmod.resolve_profile(profile)
@@ -465,14 +466,21 @@ def train_model(
             from cifarlab import tune
 
             config = tune.best_config(
-                out, dataset, profile, seed, progress=progress, vgg16_weights=vgg16_weights
+                root,
+                dataset,
+                profile,
+                seed,
+                progress=progress,
+                vgg16_weights=vgg16_weights,
+                # every worker must train the same configuration: search first
+                search=dist.kind != "multiworker",
             )
         else:
             config = cfgmod.model_config(name, profile)
     cfg = dist_mod.scale(config.replace(**(overrides or {})).validate(), dist)
     precision = set_precision(cfg.precision)
     keras.utils.set_random_seed(seed)
-    ds, split, cfg = prepare(dataset, cfg, seed)
+    ds, split, cfg = prepare(dataset, cfg, seed, progress)
     if dist.kind == "dataparallel" and dist.replicas > 1:
         # every batch must split evenly over the devices: drop at most replicas-1 images
         r = dist.replicas
@@ -700,7 +708,7 @@ def run_series(
     from cifarlab.models import resolve_vgg16_weights
 
     resolve_vgg16_weights(vgg16_weights)  # fail before an hour of training, not after
-    ds = load_dataset(dataset)
+    ds = load_dataset(dataset, progress=progress)
     metas = []
     for name in SERIES:
         metas.append(train_model(name, ds, profile, out, seed, overrides, vgg16_weights, progress))

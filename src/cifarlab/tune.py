@@ -132,7 +132,7 @@ def run_search(
     base = cfgmod.model_config("tuned", profile).replace(batch_size=budget["batch_size"])
     base = base.replace(**{k: v for k, v in (overrides or {}).items() if k == "batch_size"})
     keras.utils.set_random_seed(seed)
-    ds, split, base = prepare(dataset, base, seed)
+    ds, split, base = prepare(dataset, base, seed, progress)
     x, y = split.x_train, split.y_train
     if budget["train_limit"]:
         x, y = stratified_subset(x, y, budget["train_limit"], seed)
@@ -220,11 +220,12 @@ def load_search(out) -> dict | None:
 
 
 def best_config(
-    out, dataset, profile, seed, progress=True, vgg16_weights="imagenet"
+    out, dataset, profile, seed, progress=True, vgg16_weights="imagenet", search=True
 ) -> TrainConfig:
-    """The searched configuration for this dataset/profile/seed; runs the search if needed."""
+    """The searched configuration for this dataset/profile/seed; runs the search if needed
+    (with ``search=False`` a missing search is an error)."""
     found = load_search(out)
-    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, progress=progress)
     if (
         found
         and found["dataset"]["sha256"] == ds.checksum
@@ -232,6 +233,12 @@ def best_config(
         and found["seed"] == seed
     ):
         return TrainConfig.from_dict(found["config"])
+    if not search:
+        raise CifarlabError(
+            f"no search result for this dataset/profile/seed in {out}: run `cifarlab tune` "
+            "with the same options first (KerasTuner's chief/worker mode spreads it over "
+            "machines, see README)"
+        )
     print(
         "no search result for this dataset/profile/seed yet: running the search first", flush=True
     )

@@ -122,6 +122,22 @@ def test_missing_weights_file_and_unknown_model_are_clear_errors(tmp_path):
         config.resolve_profile("turbo")
 
 
+def test_overfit_trains_on_a_subset_but_is_validated_on_the_shared_hold_out_set():
+    # the protocol: every model is validated on the same 20% hold-out images
+    x = np.arange(2000).reshape(2000, 1, 1, 1).astype(np.uint16).repeat(3, -1)
+    y = np.repeat(np.arange(10), 200)
+    ds = data.Dataset("t", "t", "", x, y, x[:10], y[:10], [str(i) for i in range(10)])
+    assert config.model_config("overfit", "cpu").train_subset == 10_000
+    base = config.TrainConfig("baseline")
+    _, full, _ = train.prepare(ds, base, seed=0)
+    _, small, cfg = train.prepare(ds, base.replace(train_subset=400), seed=0)
+    np.testing.assert_array_equal(small.x_val, full.x_val)  # the same 400 val images
+    assert len(small.y_train) == 400 and (np.bincount(small.y_train) == 40).all()
+    assert set(small.x_train[:, 0, 0, 0]) <= set(full.x_train[:, 0, 0, 0])
+    # its normalisation comes from the images it trains on
+    assert cfg.mean[0] == pytest.approx(small.x_train[..., 0].mean(), abs=1e-3)
+
+
 def test_history_is_a_structured_array_that_loads_without_pickle(tmp_path):
     recs = [
         {

@@ -17,6 +17,7 @@ epoch; the final history holds every epoch exactly once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import json
@@ -32,7 +33,15 @@ import numpy as np
 
 from cifarlab import config as cfgmod
 from cifarlab.config import TrainConfig
-from cifarlab.data import Dataset, Split, atomic_path, channel_stats, load_dataset, split_train_val
+from cifarlab.data import (
+    Dataset,
+    Split,
+    atomic_path,
+    channel_stats,
+    load_dataset,
+    split_train_val,
+    stratified_subset,
+)
 from cifarlab.errors import CifarlabError
 from cifarlab.hardware import cpu_name
 
@@ -421,6 +430,9 @@ def prepare(
     """Load, split (stratified, seeded) and fill the config's data statistics."""
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, progress=progress)
     split = split_train_val(ds, cfg.val_fraction, seed, limit=cfg.train_limit)
+    if cfg.train_subset and cfg.train_subset < len(split.y_train):
+        x_sub, y_sub = stratified_subset(split.x_train, split.y_train, cfg.train_subset, seed)
+        split = dataclasses.replace(split, x_train=x_sub, y_train=y_sub)
     mean, std = channel_stats(split.x_train)  # training split only
     cfg = cfg.replace(
         mean=mean.round(4).tolist(), std=std.round(4).tolist(), num_classes=ds.num_classes

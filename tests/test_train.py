@@ -138,6 +138,34 @@ def test_overfit_trains_on_a_subset_but_is_validated_on_the_shared_hold_out_set(
     assert cfg.mean[0] == pytest.approx(small.x_train[..., 0].mean(), abs=1e-3)
 
 
+def test_mirror_choice_shows_each_image_once_per_epoch_as_itself_or_mirrored():
+    n = 103
+    x = np.arange(n, dtype="float32").reshape(n, 1, 1, 1).repeat(2, 2)  # (n, 1, 2, 1)
+    x[:, :, 1] += 1000  # the right column; the mirror swaps the two columns
+    xm = x[:, :, ::-1].copy()
+    y = np.eye(n, dtype="float32")
+    seq = train.MirrorChoice(x, xm, y, batch_size=10, seed=7)
+    assert len(seq) == 11
+
+    def epoch(s):
+        xs, ys = zip(*(s[i] for i in range(len(s))))
+        return np.concatenate(xs), np.concatenate(ys)
+
+    xs, ys = epoch(seq)
+    ids = ys.argmax(1)
+    assert sorted(ids) == list(range(n))  # every image exactly once
+    mirrored = xs[:, 0, 0, 0] >= 1000
+    assert 20 < mirrored.sum() < 83  # a fair coin, not all or none
+    np.testing.assert_array_equal(xs[mirrored], xm[ids[mirrored]])
+    np.testing.assert_array_equal(xs[~mirrored], x[ids[~mirrored]])
+    seq.on_epoch_end()
+    xs2, ys2 = epoch(seq)
+    assert not np.array_equal(ys2, ys) or not np.array_equal(xs2, xs)  # a new draw
+    # a run resumed at epoch 1 sees the same epoch 1 as an uninterrupted run
+    resumed = train.MirrorChoice(x, xm, y, batch_size=10, seed=7, first_epoch=1)
+    np.testing.assert_array_equal(epoch(resumed)[0], xs2)
+
+
 def test_history_is_a_structured_array_that_loads_without_pickle(tmp_path):
     recs = [
         {

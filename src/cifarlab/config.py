@@ -190,5 +190,6 @@ def default_hp(model: str) -> dict:
             finetune_blocks=1,
             finetune_lr=1e-4,
             image_size=32,
+            mirror_features=True,
         ),
     }[model]

@@ -264,9 +264,13 @@ def fit(
     epochs: int | None = None,
     early_stopping: bool = True,
     progress: bool = True,
+    x_mirror: np.ndarray | None = None,
+    seed: int = 0,
 ) -> list[dict]:
     """Fit with early stopping, best-weights checkpoint, resumable backup and TensorBoard.
 
+    ``x_mirror``: the inputs of the mirrored images (cached VGG16 features); each epoch
+    then shows every image once, as itself or mirrored (see :class:`MirrorChoice`).
     Returns the history records of this phase (one per epoch, resumed runs included).
     """
     epochs = epochs or cfg.epochs
@@ -288,17 +292,59 @@ def fit(
     if state and state["epoch"] >= epochs:  # this phase finished before a kill
         model.load_weights(str(work / "backup" / state["weights"]))
         return state["history"]
+    if x_mirror is not None:
+        data = dict(
+            x=MirrorChoice(
+                x,
+                x_mirror,
+                one_hot(y, cfg.num_classes),
+                cfg.batch_size,
+                seed,
+                first_epoch=state["epoch"] if state else 0,
+            )
+        )
+    else:
+        data = dict(x=x, y=one_hot(y, cfg.num_classes), batch_size=cfg.batch_size, shuffle=True)
     model.fit(
-        x,
-        one_hot(y, cfg.num_classes),
-        batch_size=cfg.batch_size,
+        **data,
         epochs=epochs,
         validation_data=(x_val, yv),
         callbacks=callbacks,
-        shuffle=True,
         verbose=1 if progress else 0,
     )
     return backup.records
+
+
+class MirrorChoice(keras.utils.PyDataset):
+    """Augmentation for inputs cached once: every epoch shows each image once, as itself
+    or as its mirror image (a fair coin per image), in a new order. The draws depend only
+    on the seed and the epoch, so a resumed run sees the epochs it would have seen."""
+
+    def __init__(self, x, x_mirror, y, batch_size: int, seed: int, first_epoch: int = 0):
+        super().__init__()
+        if x.shape != x_mirror.shape or len(x) != len(y):
+            raise ValueError("images, mirror images and labels must match")
+        self.x, self.x_mirror, self.y = x, x_mirror, y
+        self.batch_size, self.seed = batch_size, seed
+        self.epoch = first_epoch
+        self._draw()
+
+    def _draw(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.order = rng.permutation(len(self.y))
+        self.mirrored = rng.random(len(self.y)) < 0.5
+
+    def __len__(self):
+        return int(np.ceil(len(self.y) / self.batch_size))
+
+    def __getitem__(self, i):
+        idx = np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
+        pick = self.mirrored[idx].reshape((-1,) + (1,) * (self.x.ndim - 1))
+        return np.where(pick, self.x_mirror[idx], self.x[idx]), self.y[idx]
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._draw()
 
 
 def restore_best(model, work: Path, phase: int = 0) -> bool:
@@ -516,7 +562,7 @@ def train_model(
         )
         with dist.scope:
             if name == "vgg16":
-                model, records, extra = _train_vgg16(cfg, split, p, vgg16_weights, progress)
+                model, records, extra = _train_vgg16(cfg, split, p, vgg16_weights, progress, seed)
             else:
                 from cifarlab.models import build
 
@@ -601,14 +647,18 @@ def _check_resume(work: Path, cfg: TrainConfig, ds: Dataset, seed: int) -> None:
         tmp.write_text(json.dumps({"ident": ident, "started": time.time()}))
 
 
-def _train_vgg16(cfg: TrainConfig, split: Split, p: dict, weights: str, progress: bool):
+def _train_vgg16(
+    cfg: TrainConfig, split: Split, p: dict, weights: str, progress: bool, seed: int = 0
+):
     """Phase 1: head on cached frozen features. Phase 2: fine-tune the top block(s)."""
     from cifarlab.models import build_vgg16, vgg16_parts
 
     hp = cfg.hp
     model = build_vgg16(cfg, weights=weights)
     features, top = vgg16_parts(model, hp["finetune_blocks"])
-    feats = _cached_features(features, split, p["work"], cfg.batch_size, progress)
+    mirror = bool(hp.get("mirror_features", False))
+    feats = _cached_features(features, split, p["work"], cfg.batch_size, progress, mirror)
+    aug = dict(x_mirror=feats.get("train_mirror"), seed=seed)
     head_epochs = min(hp["head_epochs"], cfg.epochs)
     ft_epochs = cfg.epochs - head_epochs
     cut = int(top.layers[1].name.split("_")[0].removeprefix("block"))  # first trainable block
@@ -629,6 +679,7 @@ def _train_vgg16(cfg: TrainConfig, split: Split, p: dict, weights: str, progress
         phase=1,
         epochs=head_epochs,
         progress=progress,
+        **aug,
     )
     restore_best(top, p["work"], phase=1)
     if ft_epochs > 0:
@@ -648,6 +699,7 @@ def _train_vgg16(cfg: TrainConfig, split: Split, p: dict, weights: str, progress
             phase=2,
             epochs=ft_epochs,
             progress=progress,
+            **aug,
         )
         records = records + [{**r, "epoch": r["epoch"] + head_epochs} for r in rec2]
         restore_best(top, p["work"], phase=2)
@@ -659,24 +711,34 @@ def _train_vgg16(cfg: TrainConfig, split: Split, p: dict, weights: str, progress
             "head_epochs": head_epochs,
             "finetune_epochs": ft_epochs,
             "frozen_features_cached": True,
-            "note": "features computed once without augmentation",
+            "mirror_features": mirror,
+            "note": "features computed once"
+            + (", also of the mirror images: each epoch picks one per image" if mirror else ""),
         },
     }
     compile_model(model, cfg, 1)  # so the saved full model evaluates with the same metrics
     return model, records, extra
 
 
-def _cached_features(features, split: Split, work: Path, batch_size: int, progress: bool) -> dict:
-    """Frozen-base features for train and val, computed once per run and kept on disk
-    so a resumed run does not recompute them."""
+def _cached_features(
+    features, split: Split, work: Path, batch_size: int, progress: bool, mirror: bool = False
+) -> dict:
+    """Frozen-base features for train and val (and, with ``mirror``, of the horizontally
+    mirrored training images), computed once per run and kept on disk so a resumed run
+    does not recompute them."""
     f = work / "features.npz"
+    wanted = ["train", "val"] + (["train_mirror"] if mirror else [])
     if f.is_file():
         with np.load(f) as z:
-            return {"train": z["train"], "val": z["val"]}
-    print("computing frozen VGG16 features once (train + val)", flush=True)
+            if set(wanted) <= set(z.files):
+                return {k: z[k] for k in wanted}
+    print(f"computing frozen VGG16 features once ({' + '.join(wanted)})", flush=True)
+    inputs = {"train": split.x_train, "val": split.x_val}
+    if mirror:
+        inputs["train_mirror"] = split.x_train[:, :, ::-1]  # NHWC: flip the width
     out = {
         k: features.predict(x, batch_size=batch_size, verbose=1 if progress else 0)
-        for k, x in (("train", split.x_train), ("val", split.x_val))
+        for k, x in inputs.items()
     }
     with atomic_path(f) as tmp:
         with open(tmp, "wb") as fh:

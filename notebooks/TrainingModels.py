@@ -100,7 +100,8 @@ visualize.show(visualize.curves(out, "baseline"))
 # %% [markdown]
 # ## 2. A model that overfits on purpose
 # The same layout with a wider hidden layer and *no* regularisation: no dropout, no
-# augmentation, no early stopping, fewer training images and a constant learning rate.
+# augmentation, no early stopping, a quarter of the training images (validated on the
+# same hold-out images as the other models) and a constant learning rate.
 # Training accuracy climbs towards 100% while validation accuracy stalls and validation
 # loss rises: the model memorises instead of generalising.
 
@@ -113,7 +114,9 @@ visualize.show(visualize.curves(out, "overfit"), visualize.overfit_gap(out))
 # `keras.applications.VGG16` without its classifier, with pretrained weights, and a new
 # dense head (batch norm first: VGG features are large and unnormalised). Phase 1 trains
 # only the head on features computed once by the frozen base; phase 2 unfreezes the top
-# block and fine-tunes it with a low learning rate. VGG16's own preprocessing (BGR, mean
+# block and fine-tunes it with a low learning rate. The features are computed for every
+# training image and for its mirror image, and each epoch picks one of the two per image:
+# augmentation without recomputing the features. VGG16's own preprocessing (BGR, mean
 # subtraction) is part of the model. The weights' source is recorded and reported.
 
 # %%

@@ -152,7 +152,8 @@ def metrics(
         "top5_accuracy": float(top_k_accuracy_score(y, probs, k=min(5, n - 1), labels=labels))
         if n > 2
         else None,
-        "test_loss": float(log_loss(y, np.clip(probs, 1e-7, 1), labels=labels)),
+        # probabilities sum to 1 (predict_proba); log_loss clips 0 and 1 itself
+        "test_loss": float(log_loss(y, probs, labels=labels)),
         "per_class": per_class,
         "pred": pred,
     }

@@ -515,6 +515,7 @@ def train_model(
     root = Path(out)
     if not dist.is_chief:  # workers other than the chief write their copies aside
         out = root / "workers" / dist.task
+        progress = False  # one progress bar per cluster: the chief's
     if name not in SERIES:
         raise CifarlabError(f"unknown model '{name}'; choose one of {', '.join(SERIES)}")
     profile = cfgmod.resolve_profile(profile)

@@ -138,7 +138,7 @@ _MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
         "smoke": dict(
             _TUNED_RECIPE, epochs=3, learning_rate=0.05, label_smoothing=0.1, augment=0.1
         ),
-        "cpu": dict(_TUNED_RECIPE, epochs=36, batch_size=256),
+        "cpu": dict(_TUNED_RECIPE, epochs=24, batch_size=256),
         "full": dict(_TUNED_RECIPE, epochs=30, batch_size=512, learning_rate=0.4),
     },
     "vgg16": {

@@ -47,9 +47,9 @@ TRAJECTORY = """
 """
 
 
-def _run(code: str, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+def _python(argv: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -57,14 +57,12 @@ def _run(code: str, env: dict, timeout: int = 600) -> subprocess.CompletedProces
     )
 
 
+def _run(code: str, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    return _python(["-c", textwrap.dedent(code)], env, timeout)
+
+
 def _cli(args: list[str], env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cifarlab", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "KERAS_BACKEND": "tensorflow", **env},
-    )
+    return _python(["-m", "cifarlab", *args], {"KERAS_BACKEND": "tensorflow", **env}, timeout)
 
 
 def _trajectory(tmp_path, real_data, kind, bs, lr, env, name):

@@ -41,9 +41,17 @@ def _defects(trainer) -> list[str]:
     return found
 
 
+def _local(fn, values):
+    """Apply ``fn`` to every distributed value of a structure, leaving the others."""
+    import tensorflow as tf
+
+    return tf.nest.map_structure(
+        lambda v: fn(v) if isinstance(v, tf.distribute.DistributedValues) else v, values
+    )
+
+
 def apply() -> list[str]:
     """Patch the defects present in the installed Keras; returns their names."""
-    import tensorflow as tf
     from keras.src.backend.tensorflow import trainer
 
     if _APPLIED:
@@ -58,14 +66,8 @@ def apply() -> list[str]:
             strategy = self.distribute_strategy
             if iterator is not None:
                 for _, _, it in iterator:
-                    batch = next(it)
-                    data_batch = tf.nest.map_structure(
-                        lambda v: (
-                            strategy.experimental_local_results(v)[0]
-                            if isinstance(v, tf.distribute.DistributedValues)
-                            else v
-                        ),
-                        batch,
+                    data_batch = _local(
+                        lambda v: strategy.experimental_local_results(v)[0], next(it)
                     )
                     break
             with strategy.scope():
@@ -83,14 +85,7 @@ def apply() -> list[str]:
                 "sum",
             ):
                 op = "SUM" if reduction == "sum" else "MEAN"
-                return tf.nest.map_structure(
-                    lambda v: (
-                        strategy.reduce(op, v, axis=None)
-                        if isinstance(v, tf.distribute.DistributedValues)
-                        else v
-                    ),
-                    values,
-                )
+                return _local(lambda v: strategy.reduce(op, v, axis=None), values)
             return original(values, strategy, reduction)
 
         trainer.reduce_per_replica = reduce_per_replica

@@ -339,8 +339,10 @@ class MirrorChoice(keras.utils.PyDataset):
 
     def __getitem__(self, i):
         idx = np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
-        pick = self.mirrored[idx].reshape((-1,) + (1,) * (self.x.ndim - 1))
-        return np.where(pick, self.x_mirror[idx], self.x[idx]), self.y[idx]
+        batch = self.x[idx]  # one gather, then the mirrored rows replaced in place
+        pick = self.mirrored[idx]
+        batch[pick] = self.x_mirror[idx[pick]]
+        return batch, self.y[idx]
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -542,14 +544,14 @@ def train_model(
     ds, split, cfg = prepare(dataset, cfg, seed, progress)
     if dist.kind == "dataparallel" and dist.replicas > 1:
         # every batch must split evenly over the devices: drop at most replicas-1 images
-        r = dist.replicas
-        split = Split(
-            split.x_train[: len(split.y_train) // r * r],
-            split.y_train[: len(split.y_train) // r * r],
-            split.x_val[: len(split.y_val) // r * r],
-            split.y_val[: len(split.y_val) // r * r],
-            split.seed,
-            split.val_fraction,
+        n_train = len(split.y_train) // dist.replicas * dist.replicas
+        n_val = len(split.y_val) // dist.replicas * dist.replicas
+        split = dataclasses.replace(
+            split,
+            x_train=split.x_train[:n_train],
+            y_train=split.y_train[:n_train],
+            x_val=split.x_val[:n_val],
+            y_val=split.y_val[:n_val],
         )
     p = paths(out, name)
     with run_lock(p["work"]):

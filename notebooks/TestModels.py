@@ -73,7 +73,7 @@ table
 # (say, among the five trees) show as blocks along the diagonal.
 
 # %%
-visualize.show(visualize.figures(out, "confusion"))
+visualize.show(visualize.confusion_all(out, dataset=dataset))
 
 # %% [markdown]
 # ## The classes each model confuses most

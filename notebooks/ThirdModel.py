@@ -52,7 +52,7 @@ epochs = None  # None: the profile's epochs
 batch_size = None  # None: the profile's batch size
 
 # %%
-from cifarlab import config, data, train, tune, visualize
+from cifarlab import config, data, evidence, train, tune, visualize
 
 profile = config.resolve_profile(profile)
 overrides = {"epochs": epochs, "batch_size": batch_size}
@@ -87,4 +87,4 @@ tune.trials_table(out)
 # %%
 tuned = train.train_model("tuned", ds, profile, out, seed, overrides, vgg16_weights)
 visualize.show(visualize.curves(out, "tuned"))
-train.summary_table(out, ["tuned"])
+evidence.summary_table(out, ["tuned"])

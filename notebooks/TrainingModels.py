@@ -62,7 +62,7 @@ epochs = None  # None: the profile's epochs
 batch_size = None  # None: the profile's batch size
 
 # %%
-from cifarlab import config, data, train, visualize
+from cifarlab import config, data, evidence, train, visualize
 
 profile = config.resolve_profile(profile)
 overrides = {"epochs": epochs, "batch_size": batch_size}
@@ -130,4 +130,4 @@ visualize.show(visualize.curves(out, "vgg16"))
 # evidence (config, data checksum, class names, seed, backend, versions, hardware, time).
 
 # %%
-train.summary_table(out, ["baseline", "overfit", "vgg16"])
+evidence.summary_table(out, ["baseline", "overfit", "vgg16"])

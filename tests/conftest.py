@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -19,6 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(
     os.environ.get("CIFARLAB_REAL_DATA", ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz")
 )
+
+# Property-based tests: 100 examples each in `make test`; HYPOTHESIS_PROFILE=thorough
+# runs 2,000 (a few minutes more) before a release.
+settings.register_profile("default", max_examples=100, deadline=None)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True)
@@ -141,10 +148,10 @@ def make_cifar10_archive(path: Path, per_batch=30, n_test=40, seed=0) -> dict:
 @pytest.fixture
 def official_md5(monkeypatch):
     """Swap the published md5 table for the test's own archives."""
-    from cifarlab import data
+    from cifarlab import archives
 
-    table = {k: dict(v) for k, v in data.OFFICIAL_ARCHIVES.items()}
-    monkeypatch.setattr(data, "OFFICIAL_ARCHIVES", table)
+    table = {k: dict(v) for k, v in archives.OFFICIAL_ARCHIVES.items()}
+    monkeypatch.setattr(archives, "OFFICIAL_ARCHIVES", table)
 
     def set_md5(key: str, md5: str) -> None:
         table[key]["md5"] = md5
@@ -173,3 +180,38 @@ def make_image_folder(
                 arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
                 Image.fromarray(arr).convert(mode).save(d / f"{i}.{fmt.lower()}", fmt)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A 10-class image-folder archive the tests build: 40 train + 10 test PNGs a class.
+    Enough for the mechanics of training (resume, interrupt, search); says nothing of
+    accuracy."""
+    root = tmp_path_factory.mktemp("tiny") / "tiny"
+    make_image_folder(root, classes=[f"c{i}" for i in range(10)], n_train=40, n_test=10)
+    archive = root.parent / "tiny.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="tiny")
+    return archive
+
+
+@pytest.fixture(scope="session")
+def series(tmp_path_factory):
+    """The smoke series on real CIFAR-10 images, run once per session the way `make run`
+    runs it: the four notebooks executed in order (cifarlab notebooks)."""
+    import subprocess
+    import sys
+
+    if not REAL_DATA.is_file():
+        pytest.skip(f"real CIFAR-10 JPEG archive not present at {REAL_DATA}")
+    out = tmp_path_factory.mktemp("series")
+    env = {
+        **os.environ,
+        "CIFARLAB_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "cache"),
+        "CIFARLAB_NO_DOWNLOAD": "1",
+    }
+    cmd = [sys.executable, "-m", "cifarlab", "notebooks", "--dataset", str(REAL_DATA),
+           "--profile", "smoke", "--out", str(out), "--vgg16-weights", "offline", "--quiet"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return {"out": out, "data": REAL_DATA, "env": env, "log": r.stdout}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import make_cifar10_archive, make_cifar100_archive, make_image_folder
 
-from cifarlab import data
+from cifarlab import archives, data, images
 from cifarlab.errors import DataError, UnsafeInputError
 
 # ----------------------------------------------------------------- official archives
@@ -97,7 +97,7 @@ def test_truncated_official_archive_is_a_clear_error(tmp_path, official_md5):
     make_cifar100_archive(arc, n_train=2000)
     blob = arc.read_bytes()
     arc.write_bytes(blob[: len(blob) // 2])
-    official_md5("cifar100", data.file_md5(arc))  # even a "matching" md5 cannot save it
+    official_md5("cifar100", archives.file_md5(arc))  # even a "matching" md5 cannot save it
     with pytest.raises(DataError, match="truncated or damaged"):
         data.load_dataset(str(arc), progress=False)
 
@@ -206,7 +206,7 @@ def test_32x32_rgb_png_is_kept_pixel_for_pixel(tmp_path):
     arr = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "PNG")
-    np.testing.assert_array_equal(data.image_to_array(buf.getvalue()), arr)
+    np.testing.assert_array_equal(images.image_to_array(buf.getvalue()), arr)
 
 
 def test_transparent_pixels_become_white(tmp_path):
@@ -214,7 +214,7 @@ def test_transparent_pixels_become_white(tmp_path):
 
     buf = io.BytesIO()
     Image.new("RGBA", (32, 32), (10, 20, 30, 0)).save(buf, "PNG")
-    assert (data.image_to_array(buf.getvalue()) == 255).all()
+    assert (images.image_to_array(buf.getvalue()) == 255).all()
 
 
 def test_empty_class_folder_is_a_clear_error(tmp_path):
@@ -256,7 +256,7 @@ def test_decompression_bomb_is_refused_from_its_header(tmp_path):
     Image.new("1", (20_000, 20_000)).save(buf, "PNG")  # 400 M pixels, a few kB on disk
     assert len(buf.getvalue()) < 200_000
     with pytest.raises(UnsafeInputError, match="decompression bomb"):
-        data.image_to_array(buf.getvalue())
+        images.image_to_array(buf.getvalue())
 
 
 # ----------------------------------------------------------------- cache and split

@@ -39,7 +39,7 @@ TRAJECTORY = """
     import json, sys
     from cifarlab import config, train
     # overfit: no dropout, no augmentation, no batch norm -> replicas see the same math
-    cfg = config.model_config("overfit", "smoke").replace(epochs=3, batch_size={bs}, train_limit=640,
+    cfg = config.model_config("overfit", "smoke").replace(epochs=3, batch_size={bs}, dataset_limit=640,
                                                           learning_rate={lr})
     meta = train.train_model("overfit", r"{data}", "smoke", r"{out}", 0, progress=False,
                              config=cfg, distribute="{kind}")

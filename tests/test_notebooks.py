@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,36 +57,9 @@ def test_notebook_cells_hold_no_logic_the_library_should_own(name):
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory):
-    from conftest import REAL_DATA
-
-    if not REAL_DATA.is_file():
-        pytest.skip(f"real CIFAR-10 JPEG archive not present at {REAL_DATA}")
-    out = tmp_path_factory.mktemp("nb")
-    env = {**os.environ, "CIFARLAB_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "cache")}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cifarlab",
-            "notebooks",
-            "--dataset",
-            str(REAL_DATA),
-            "--profile",
-            "smoke",
-            "--out",
-            str(out),
-            "--vgg16-weights",
-            "offline",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1200,
-    )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return out, r.stdout
+def executed(series):
+    """The series run by conftest (the four notebooks executed by `cifarlab notebooks`)."""
+    return series["out"], series["log"]
 
 
 def test_the_four_notebooks_run_in_order_and_leave_everything(executed):

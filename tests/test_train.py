@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifarlab import config, data, models, train, tune
+from cifarlab import config, data, evidence, models, recipe, train, transfer, tune
 from cifarlab.errors import CifarlabError
 
 BACKENDS = [
@@ -46,15 +46,15 @@ def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, 
     new process loads each model and predicts exactly the same probabilities."""
     code = f"""
         import numpy as np, keras
-        from cifarlab import config, models, train
+        from cifarlab import config, models, recipe
         x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("uint8")
         y = np.arange(16) % 10
         for name in ("baseline", "overfit", "tuned", "vgg16"):
             cfg = config.model_config(name, "smoke").replace(
                 mean=[125.0, 123.0, 114.0], std=[63.0, 62.0, 66.0], num_classes=10, batch_size=8)
             m = models.build_vgg16(cfg, weights="none") if name == "vgg16" else models.build(cfg)
-            train.compile_model(m, cfg, 2)
-            m.fit(x, train.one_hot(y, 10), epochs=1, steps_per_epoch=1, batch_size=8, verbose=0)
+            recipe.compile_model(m, cfg, 2)
+            m.fit(x, recipe.one_hot(y, 10), epochs=1, steps_per_epoch=1, batch_size=8, verbose=0)
             m.save(r"{tmp_path}/" + name + ".keras")
             np.save(r"{tmp_path}/" + name + ".npy", m.predict(x, verbose=0))
         np.save(r"{tmp_path}/x.npy", x)
@@ -73,13 +73,12 @@ def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, 
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
 
 
-def test_models_carry_their_own_normalisation():
-    cfg = _cfg("baseline")
-    m = models.build(cfg)
-    norm = m.get_layer("normalize")
-    x = np.full((1, 32, 32, 3), 125.0, "float32")
-    out = norm(x)
-    assert abs(float(np.asarray(out)[0, 0, 0, 0])) < 1e-5  # (125 - mean) / std == 0
+def test_models_normalise_raw_pixels_with_the_training_statistics():
+    cfg = _cfg("baseline")  # mean (125, 123, 114), std (63, 62, 66)
+    norm = models.build(cfg).get_layer("normalize")
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    expected = (x - np.array(cfg.mean)) / np.array(cfg.std)
+    np.testing.assert_allclose(np.asarray(norm(x)), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_vgg16_weights_file_loads_the_real_kernels():
@@ -113,11 +112,17 @@ def test_imagenet_weights_without_network_is_one_clear_error():
         models.build_vgg16(_cfg("vgg16"), weights="imagenet")
 
 
-def test_missing_weights_file_and_unknown_model_are_clear_errors(tmp_path):
+def test_a_missing_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(CifarlabError, match="not found"):
         models.resolve_vgg16_weights(str(tmp_path / "nope.h5"))
+
+
+def test_an_unknown_model_is_a_clear_error():
     with pytest.raises(CifarlabError, match="unknown model"):
         config.model_config("resnet", "smoke")
+
+
+def test_an_unknown_profile_is_a_clear_error():
     with pytest.raises(CifarlabError, match="unknown profile"):
         config.resolve_profile("turbo")
 
@@ -129,8 +134,8 @@ def test_overfit_trains_on_a_subset_but_is_validated_on_the_shared_hold_out_set(
     ds = data.Dataset("t", "t", "", x, y, x[:10], y[:10], [str(i) for i in range(10)])
     assert config.model_config("overfit", "cpu").train_subset == 10_000
     base = config.TrainConfig("baseline")
-    _, full, _ = train.prepare(ds, base, seed=0)
-    _, small, cfg = train.prepare(ds, base.replace(train_subset=400), seed=0)
+    _, full, _ = data.prepare(ds, base, seed=0)
+    _, small, cfg = data.prepare(ds, base.replace(train_subset=400), seed=0)
     np.testing.assert_array_equal(small.x_val, full.x_val)  # the same 400 val images
     assert len(small.y_train) == 400 and (np.bincount(small.y_train) == 40).all()
     assert set(small.x_train[:, 0, 0, 0]) <= set(full.x_train[:, 0, 0, 0])
@@ -144,7 +149,7 @@ def test_mirror_choice_shows_each_image_once_per_epoch_as_itself_or_mirrored():
     x[:, :, 1] += 1000  # the right column; the mirror swaps the two columns
     xm = x[:, :, ::-1].copy()
     y = np.eye(n, dtype="float32")
-    seq = train.MirrorChoice(x, xm, y, batch_size=10, seed=7)
+    seq = transfer.MirrorChoice(x, xm, y, batch_size=10, seed=7)
     assert len(seq) == 11
 
     def epoch(s):
@@ -162,7 +167,7 @@ def test_mirror_choice_shows_each_image_once_per_epoch_as_itself_or_mirrored():
     xs2, ys2 = epoch(seq)
     assert not np.array_equal(ys2, ys) or not np.array_equal(xs2, xs)  # a new draw
     # a run resumed at epoch 1 sees the same epoch 1 as an uninterrupted run
-    resumed = train.MirrorChoice(x, xm, y, batch_size=10, seed=7, first_epoch=1)
+    resumed = transfer.MirrorChoice(x, xm, y, batch_size=10, seed=7, first_epoch=1)
     np.testing.assert_array_equal(epoch(resumed)[0], xs2)
 
 
@@ -185,7 +190,7 @@ def test_history_is_a_structured_array_that_loads_without_pickle(tmp_path):
             "learning_rate": 5e-4,
         },
     ]
-    arr = train.history_array(recs)
+    arr = evidence.history_array(recs)
     np.save(tmp_path / "h.npy", arr, allow_pickle=False)
     back = np.load(tmp_path / "h.npy", allow_pickle=False)
     assert back.dtype.names == (
@@ -199,7 +204,7 @@ def test_history_is_a_structured_array_that_loads_without_pickle(tmp_path):
     assert back["epoch"].tolist() == [1, 2] and back["learning_rate"][1] == 5e-4
 
 
-def _train_cmd(out: Path, real_data: Path, epochs: int) -> list[str]:
+def _train_cmd(out: Path, dataset: Path, epochs: int) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -207,7 +212,7 @@ def _train_cmd(out: Path, real_data: Path, epochs: int) -> list[str]:
         "train",
         "baseline",
         "--dataset",
-        str(real_data),
+        str(dataset),
         "--profile",
         "smoke",
         "--out",
@@ -218,50 +223,53 @@ def _train_cmd(out: Path, real_data: Path, epochs: int) -> list[str]:
     ]
 
 
-def test_killed_run_resumes_and_history_holds_every_epoch_once(tmp_path, real_data):
-    """SIGKILL after the first backed-up epoch, start again: epochs 1..4 exactly once."""
-    out = tmp_path / "o"
+def _epochs_done(out: Path) -> int:
     state = out / "runs" / "baseline" / "backup" / "state0.json"
+    try:
+        return json.loads(state.read_text())["epoch"]
+    except (OSError, ValueError):
+        return 0
+
+
+def _kill_after(out: Path, dataset: Path, epochs: int, done: int, sig=signal.SIGKILL):
+    """Start a training run and send ``sig`` once ``done`` epochs are backed up; fail if
+    the run ends before that, so the test cannot pass without an interruption."""
     proc = subprocess.Popen(
-        _train_cmd(out, real_data, 4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        _train_cmd(out, dataset, epochs), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["epoch"] >= 1:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "training finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = json.loads(state.read_text())["epoch"]
-    assert killed_at < 4 and not (out / "saved_models" / "baseline.keras").exists()
-    r = subprocess.run(_train_cmd(out, real_data, 4), capture_output=True, text=True, timeout=300)
+    while _epochs_done(out) < done and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stdout, stderr
+
+
+def test_a_killed_run_resumes_after_its_last_backed_up_epoch(tmp_path, tiny_data):
+    out = tmp_path / "o"
+    _kill_after(out, tiny_data, 12, done=2)
+    killed_at = _epochs_done(out)
+    assert 2 <= killed_at < 12 and not (out / "saved_models" / "baseline.keras").exists()
+    r = subprocess.run(_train_cmd(out, tiny_data, 12), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resuming baseline after epoch {killed_at}" in r.stdout
     hist = np.load(out / "histories" / "baseline.npy", allow_pickle=False)
-    assert hist["epoch"].tolist() == [1, 2, 3, 4]
-    meta = json.loads((out / "saved_models" / "baseline.json").read_text())
-    assert meta["epochs_run"] == 4 and not (out / "runs" / "baseline").exists()
+    assert hist["epoch"].tolist() == list(range(1, 13))  # every epoch exactly once
+    assert not (out / "runs" / "baseline").exists()
 
 
-def test_interrupted_run_with_other_options_is_not_mixed_in(tmp_path, real_data):
-    ds = data.load_dataset(str(real_data), progress=False)
+def test_an_interrupted_run_with_other_options_is_not_mixed_in(tmp_path, tiny_data):
+    ds = data.load_dataset(str(tiny_data), progress=False)
     cfg = _cfg("baseline")
     work = tmp_path / "runs" / "baseline"
-    train._check_resume(work, cfg, ds, seed=0)
+    train.check_resume(work, cfg, ds, seed=0)
     with pytest.raises(CifarlabError, match="interrupted run with other options"):
-        train._check_resume(work, cfg.replace(epochs=99), ds, seed=0)
+        train.check_resume(work, cfg.replace(epochs=99), ds, seed=0)
 
 
-def test_two_runs_cannot_write_the_same_model(tmp_path):
-    with train.run_lock(tmp_path / "w"):
-        with pytest.raises(CifarlabError, match="another cifarlab run"):
-            with train.run_lock(tmp_path / "w"):
-                pass
-
-
-def test_search_resumes_from_its_trials_on_disk(tmp_path, real_data):
-    ds = data.load_dataset(str(real_data), progress=False)
+def test_search_resumes_from_its_trials_on_disk(tmp_path, tiny_data):
+    ds = data.load_dataset(str(tiny_data), progress=False)
     tune.run_search(ds, "smoke", tmp_path, seed=0, progress=False, max_trials=1)
     first = json.loads(tune.search_path(tmp_path).read_text())["trials"]
     assert len(first) == 1
@@ -269,9 +277,14 @@ def test_search_resumes_from_its_trials_on_disk(tmp_path, real_data):
     second = json.loads(tune.search_path(tmp_path).read_text())
     assert len(second["trials"]) == 2
     assert second["trials"][0] == first[0]  # the finished trial was reused, not rerun
-    cfg = config.TrainConfig.from_dict(second["config"])
-    assert cfg.model == "tuned" and set(cfg.hp) >= {"width", "depth", "batch_norm", "residual"}
-    # the winner is rebuilt from the JSON
+
+
+def test_the_searched_winner_is_rebuilt_from_its_json(tmp_path, tiny_data):
+    ds = data.load_dataset(str(tiny_data), progress=False)
+    winner = tune.run_search(ds, "smoke", tmp_path, seed=0, progress=False, max_trials=1)
+    saved = json.loads(tune.search_path(tmp_path).read_text())
+    cfg = config.TrainConfig.from_dict(saved["config"])
+    assert cfg == winner.replace(mean=None, std=None, num_classes=None)
     built = models.build_tuned(cfg.replace(mean=[0.0] * 3, std=[1.0] * 3, num_classes=10))
     assert built.output_shape == (None, 10)
 
@@ -289,9 +302,55 @@ def test_search_space_admits_modern_small_budget_recipes():
         "warmup_fraction",
         "label_smoothing",
         "weight_decay",
-        "augment",
+        "translate",
         "width",
         "depth",
         "dropout",
     } <= set(space)
     assert set(space["optimizer"].values) == {"sgd", "adamw"}
+
+
+def test_config_saved_before_the_renames_reads_with_the_same_meaning():
+    old = {"model": "tuned", "augment": 0.125, "early_stopping": 5, "train_limit": 1000}
+    cfg = config.TrainConfig.from_dict(old)
+    assert (cfg.flip, cfg.translate, cfg.patience, cfg.dataset_limit) == (True, 0.125, 5, 1000)
+    assert config.TrainConfig.from_dict({"model": "x", "augment": 0.0}).flip is False
+
+
+def test_override_keeps_a_value_given_as_none_but_replace_sets_it():
+    cfg = config.model_config("baseline", "cpu")
+    assert cfg.override(epochs=None, batch_size=7).epochs == cfg.epochs
+    assert cfg.override(batch_size=7).batch_size == 7
+    assert cfg.replace(patience=None).patience is None
+
+
+def test_every_recipe_names_only_config_fields_and_every_model_has_every_profile():
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(config.TrainConfig)}
+    for model, recipe_ in config.RECIPES.items():
+        assert set(recipe_) == {"all", *config.PROFILES}, model
+        for part in recipe_.values():
+            assert set(part) <= fields, (model, set(part) - fields)
+    assert tuple(config.RECIPES) == config.MODELS
+
+
+def test_the_warm_up_starts_at_its_fraction_of_the_peak_and_reaches_the_peak():
+    cfg = config.model_config("tuned", "cpu").replace(warmup_fraction=0.2, warmup_start=0.1)
+    lr = recipe.learning_rate(cfg, steps=100)
+    assert float(lr(0)) == pytest.approx(0.1 * cfg.learning_rate, rel=1e-5)
+    assert float(lr(20)) == pytest.approx(cfg.learning_rate, rel=1e-5)
+    assert float(lr(100)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_config_command_prints_every_setting_a_model_trains_with():
+    r = subprocess.run(
+        [sys.executable, "-m", "cifarlab", "config", "tuned", "--profile", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown.pop("note").startswith("the search's winner")
+    assert shown == config.model_config("tuned", "cpu").to_dict()

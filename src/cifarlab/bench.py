@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-MODELS = ("baseline", "overfit", "tuned", "vgg16")
+from cifarlab.config import MODELS
+
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -74,29 +75,29 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
     """Runs inside a process whose KERAS_BACKEND is already set."""
     import keras
 
-    from cifarlab import config, train
+    from cifarlab import config, recipe
     from cifarlab import models as mdl
 
     rows = []
     # what training uses ("auto": bf16 where the hardware gains), and float32 beside it
     # for the CNNs when that differs, so the gain is measured, not assumed
-    auto = train.set_precision("auto")
+    auto = recipe.set_precision("auto")
     plan = [(name, auto) for name in models]
     if auto != "float32":
         plan += [(name, "float32") for name in models if name in ("baseline", "tuned")]
     for name, precision in plan:
-        train.set_precision(precision)
+        recipe.set_precision(precision)
         cfg = config.model_config(name, profile).replace(
             mean=[125.3, 123.0, 113.9], std=[63.0, 62.1, 66.7], num_classes=100
         )
         if name == "vgg16":
             cfg = cfg.replace(hp={**cfg.hp, "image_size": 32})
         model = mdl.build_vgg16(cfg, weights="none") if name == "vgg16" else mdl.build(cfg)
-        train.compile_model(model, cfg, 1000)
+        recipe.compile_model(model, cfg, 1000)
         bs = cfg.batch_size
         n = bs * steps
         x = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-        y = train.one_hot(np.arange(n) % 100, 100)
+        y = recipe.one_hot(np.arange(n) % 100, 100)
         model.fit(x[: bs * 2], y[: bs * 2], batch_size=bs, epochs=1, verbose=0)  # compile/warm up
         t = time.perf_counter()
         model.fit(x, y, batch_size=bs, epochs=1, verbose=0, shuffle=True)
@@ -163,7 +164,7 @@ def _pipeline(dataset: str | None, batch_size: int) -> dict:
     """Input pipeline alone: JPEG decode (done once, then cached) and per-batch work."""
     import keras
 
-    from cifarlab import data
+    from cifarlab import images
     from cifarlab import models as mdl
 
     out = {}
@@ -179,12 +180,12 @@ def _pipeline(dataset: str | None, batch_size: int) -> dict:
                         break
         t = time.perf_counter()
         for b in blobs:
-            data.image_to_array(b)
+            images.image_to_array(b)
         out["decode_images_per_s"] = len(blobs) / (time.perf_counter() - t)
     n = batch_size * 50
     x = np.random.default_rng(0).integers(0, 256, (n * 4, 32, 32, 3), dtype=np.uint8)
     y = np.arange(n * 4) % 100
-    aug = mdl.augmentation(0.125)
+    aug = mdl.augmentation(flip=True, translate=0.125)
     aug(x[:batch_size].astype("float32"), training=True)
     t = time.perf_counter()
     perm = np.random.default_rng(1).permutation(len(y))[:n]
@@ -219,7 +220,8 @@ def run_bench(
     out: str | Path = ".",
 ) -> dict:
     from cifarlab.errors import CifarlabError
-    from cifarlab.train import environment
+    from cifarlab.evidence import environment
+    from cifarlab.layout import Layout, write_json
 
     backends = backends or installed_backends()
     unknown = [b for b in backends if b not in BACKENDS]
@@ -272,9 +274,7 @@ def run_bench(
         "rows": rows,
         **environment(),
     }
-    out = Path(out)
-    (out / "reports").mkdir(parents=True, exist_ok=True)
-    (out / "reports" / "bench.json").write_text(json.dumps(result, indent=2))
+    write_json(Layout(out).bench, result, indent=2)
     fastest = _fastest_backend(rows)
     if fastest:
         record_fastest_backend(fastest, result)
@@ -290,7 +290,8 @@ def _fastest_backend(rows: list[dict]) -> str | None:
         default.setdefault(r["backend"], r["precision"])
     for r in rows:
         if (
-            r["model"] in ("baseline", "overfit", "tuned")
+            r["model"] in MODELS
+            and r["model"] != "vgg16"  # its frozen base trains on cached features
             and r["precision"] == default[r["backend"]]
         ):
             by_backend[r["backend"]] = (

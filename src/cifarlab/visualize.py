@@ -1,35 +1,39 @@
-"""Pictures, saved as PNG under ``<out>/reports/figures/`` with stable names.
+"""What the networks see, and every figure of a series, saved as PNG.
 
-- ``curves_<model>.png``            loss and accuracy, train vs validation
-- ``overfit_vs_baseline.png``       the overfit model's gap beside the baseline's
-- ``confusion_<model>.png``         row-normalised confusion matrix (CIFAR-100: ordered
-                                    by superclass), ``confusion_coarse_<model>.png``
-- ``filters_<model>.png``           first convolution layer's kernels
-- ``feature_maps_<model>.png``      one test image through each convolution block
-- ``patterns_<model>.png``          inputs that maximally activate filters of a deep layer
-                                    (gradient ascent)
-- ``predictions_<model>.png``       test images, true / predicted / confidence
-- ``mistakes_<model>.png``          the most confident mistakes
-- ``gradcam_<model>.png``           Grad-CAM heatmaps over test images
+Per model (names from cifarlab.layout: ``<kind>_<model>.png``):
 
-Gradients (patterns, Grad-CAM) need the backend's autodiff: TensorFlow, JAX and
-PyTorch are supported through :func:`input_gradient`.
+- ``filters``       first convolution layer's kernels
+- ``feature_maps``  one test image through each convolution block
+- ``patterns``      inputs that maximally activate filters of a deep layer (gradient ascent)
+- ``predictions``   test images, true / predicted / confidence; ``mistakes``: the most
+                    confident mistakes
+- ``gradcam``       Grad-CAM heatmaps over test images
+
+:func:`visualize_all` also draws cifarlab.figures' learning curves, the overfitting gap
+and the confusion matrices. These functions read layers by the names cifarlab.models
+promises (see its layer-name contract). Gradients (patterns, Grad-CAM) need the
+backend's autodiff: TensorFlow, JAX and PyTorch through :func:`input_gradient`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-import matplotlib
+import keras
+import numpy as np
 
-matplotlib.use("Agg")  # files, not windows; notebooks show the saved PNGs inline
-import keras  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from cifarlab import figures as fig_mod
+from cifarlab.figures import _save, plt
+from cifarlab.inference import Predictions, dataset_for, predict_test, trained_models
+from cifarlab.layout import Layout, layout, write_json
 
-from cifarlab.data import Dataset, atomic_path  # noqa: E402
+# re-exported for the notebooks: one import gives every figure
+show = fig_mod.show
+curves = fig_mod.curves
+overfit_gap = fig_mod.overfit_gap
+class_balance = fig_mod.class_balance
+figures = fig_mod.saved_figures
 
 
 def _np32(t) -> np.ndarray:
@@ -37,121 +41,6 @@ def _np32(t) -> np.ndarray:
     which NumPy reductions and matplotlib cannot handle."""
     return np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float32)
 
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
-
-
-# --------------------------------------------------------------------------- learning curves
-
-
-def learning_curves(name: str, hist: np.ndarray, path: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ep = hist["epoch"]
-    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
-        ax.plot(ep, hist[metric], "o-", label=f"train {label}")
-        ax.plot(ep, hist[f"val_{metric}"], "s-", label=f"validation {label}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if "phase" in hist.dtype.names and len(set(hist["phase"])) > 1:
-        start = ep[hist["phase"] == hist["phase"].max()].min()
-        for ax in axes:
-            ax.axvline(start - 0.5, color="gray", ls="--")
-            ax.text(start - 0.4, ax.get_ylim()[1], " fine-tuning", va="top", color="gray")
-    fig.suptitle(f"{name}: learning curves")
-    return _save(fig, path)
-
-
-def overfit_vs_baseline(hists: dict[str, np.ndarray], path: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in zip(axes, ("accuracy", "loss")):
-        for name, style in (("baseline", "C0"), ("overfit", "C3")):
-            h = hists[name]
-            ax.plot(h["epoch"], h[metric], "-", color=style, label=f"{name} train")
-            ax.plot(h["epoch"], h[f"val_{metric}"], "--", color=style, label=f"{name} validation")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    gap = {
-        n: float(hists[n]["accuracy"][-1] - hists[n]["val_accuracy"][-1])
-        for n in ("baseline", "overfit")
-    }
-    fig.suptitle(
-        f"Overfitting: final train-validation accuracy gap {gap['overfit']:+.1%} (overfit) "
-        f"vs {gap['baseline']:+.1%} (baseline)"
-    )
-    return _save(fig, path)
-
-
-# --------------------------------------------------------------------------- confusion
-
-
-def confusion_matrices(name: str, y, pred, ds: Dataset, folder: Path) -> list[Path]:
-    import seaborn as sns
-    from sklearn.metrics import confusion_matrix
-
-    n = ds.num_classes
-    files = []
-    order = np.arange(n)
-    if ds.has_coarse:  # group the fine classes by superclass so the picture has structure
-        order = np.lexsort((np.arange(n), ds.fine_to_coarse))
-    cm = confusion_matrix(y, pred, labels=np.arange(n), normalize="true")[np.ix_(order, order)]
-    names = [ds.class_names[i] for i in order]
-    big = n > 20
-    fig, ax = plt.subplots(figsize=(18, 16) if big else (8, 7))
-    sns.heatmap(
-        cm,
-        ax=ax,
-        cmap="Blues",
-        vmin=0,
-        vmax=1,
-        square=True,
-        annot=not big,
-        fmt=".2f",
-        xticklabels=names,
-        yticklabels=names,
-        cbar_kws={"label": "fraction of the true class"},
-    )
-    if big:
-        ax.tick_params(labelsize=5)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(
-        f"{name}: confusion matrix, row-normalised"
-        + (" (ordered by superclass)" if ds.has_coarse else "")
-    )
-    files.append(_save(fig, folder / f"confusion_{name}.png"))
-    if ds.has_coarse:
-        f2c = ds.fine_to_coarse
-        cm2 = confusion_matrix(
-            f2c[y], f2c[pred], labels=np.arange(len(ds.coarse_names)), normalize="true"
-        )
-        fig, ax = plt.subplots(figsize=(13, 11))
-        sns.heatmap(
-            cm2,
-            ax=ax,
-            cmap="Blues",
-            vmin=0,
-            vmax=1,
-            annot=True,
-            fmt=".2f",
-            square=True,
-            xticklabels=ds.coarse_names,
-            yticklabels=ds.coarse_names,
-            cbar_kws={"label": "fraction of the true superclass"},
-        )
-        ax.set_xlabel("predicted superclass")
-        ax.set_ylabel("true superclass")
-        ax.set_title(f"{name}: superclass confusion matrix, row-normalised")
-        files.append(_save(fig, folder / f"confusion_coarse_{name}.png"))
-    return files
 
 
 # --------------------------------------------------------------------------- what the net sees
@@ -305,7 +194,7 @@ def _image_grid(title: str, images, captions, wrong, path: Path, cols: int = 8) 
     return _save(fig, path)
 
 
-def predictions(name: str, x, y, probs, class_names, folder: Path, n: int = 24) -> list[Path]:
+def predictions(name: str, x, y, probs, class_names, out: Layout, n: int = 24) -> list[Path]:
     pred, conf = probs.argmax(1), probs.max(1)
     cap = [
         f"true: {class_names[t]}\npred: {class_names[p]} {c:.0%}" for t, p, c in zip(y, pred, conf)
@@ -317,7 +206,7 @@ def predictions(name: str, x, y, probs, class_names, folder: Path, n: int = 24) 
             x[idx],
             [cap[i] for i in idx],
             pred[idx] != y[idx],
-            folder / f"predictions_{name}.png",
+            out.figure("predictions", name),
         )
     ]
     wrong = np.flatnonzero(pred != y)
@@ -328,7 +217,7 @@ def predictions(name: str, x, y, probs, class_names, folder: Path, n: int = 24) 
             x[worst],
             [cap[i] for i in worst],
             np.ones(len(worst), bool),
-            folder / f"mistakes_{name}.png",
+            out.figure("mistakes", name),
         )
     )
     return files
@@ -371,106 +260,50 @@ def gradcam(name: str, model, x, y, probs, class_names, path: Path, n: int = 8) 
     return _save(fig, path)
 
 
+
 # --------------------------------------------------------------------------- everything
+
+
+def confusion_all(out, dataset=None, models: list[str] | None = None) -> list[Path]:
+    """The confusion matrices of every saved model on its test images."""
+    out = layout(out)
+    names = trained_models(out, models)
+    ds = dataset_for(out, dataset, names)
+    files: list[Path] = []
+    for name in names:
+        pred = predict_test(out, name, ds)
+        files += fig_mod.confusion_matrices(name, pred.y, pred.probs.argmax(1), ds, out)
+    return files
+
+
+def model_figures(pred: Predictions, class_names: list[str], out: Layout) -> list[Path]:
+    """Filters, feature maps, activation patterns, predictions, mistakes and Grad-CAM."""
+    name, model, x, y, probs = pred.name, pred.model, pred.x, pred.y, pred.probs
+    return [
+        filters(name, model, out.figure("filters", name)),
+        feature_maps(name, model, x[0], class_names[y[0]], out.figure("feature_maps", name)),
+        activation_patterns(name, model, out.figure("patterns", name)),
+        *predictions(name, x, y, probs, class_names, out),
+        gradcam(name, model, x, y, probs, class_names, out.figure("gradcam", name)),
+    ]
 
 
 def visualize_all(
     out: str | Path = ".", dataset=None, models: list[str] | None = None
 ) -> list[Path]:
-    """Every picture for every saved model (regenerated each time)."""
-    from cifarlab.evaluate import dataset_for, load_model, predict_proba, saved_models, test_split
-
-    out = Path(out)
-    folder = out / "reports" / "figures"
-    names = saved_models(out, models)
+    """Every picture for every saved model (regenerated each time), with an index."""
+    out = layout(out)
+    names = trained_models(out, models)
     ds = dataset_for(out, dataset, names)
     files: list[Path] = []
-    hists = {}
     for name in names:
-        hpath = out / "histories" / f"{name}.npy"
-        if hpath.is_file():
-            hists[name] = np.load(hpath, allow_pickle=False)
-            files.append(learning_curves(name, hists[name], folder / f"curves_{name}.png"))
-    if "baseline" in hists and "overfit" in hists:
-        files.append(overfit_vs_baseline(hists, folder / "overfit_vs_baseline.png"))
+        if out.history(name).is_file():
+            files.append(fig_mod.curves(out, name))
+    if out.history("baseline").is_file() and out.history("overfit").is_file():
+        files.append(fig_mod.overfit_gap(out))
     for name in names:
-        model, meta = load_model(out / "saved_models" / f"{name}.keras")
-        x, y, _ = test_split(ds, meta)
-        probs = predict_proba(model, x, tta_flip=meta["config"].get("tta_flip", False))
-        files.append(filters(name, model, folder / f"filters_{name}.png"))
-        files.append(
-            feature_maps(
-                name, model, x[0], ds.class_names[y[0]], folder / f"feature_maps_{name}.png"
-            )
-        )
-        files.append(activation_patterns(name, model, folder / f"patterns_{name}.png"))
-        files += predictions(name, x, y, probs, ds.class_names, folder)
-        files.append(
-            gradcam(name, model, x, y, probs, ds.class_names, folder / f"gradcam_{name}.png")
-        )
-    with atomic_path(folder / "index.json") as tmp:
-        tmp.write_text(json.dumps(sorted(p.name for p in files), indent=1))
+        pred = predict_test(out, name, ds)
+        files += fig_mod.confusion_matrices(name, pred.y, pred.probs.argmax(1), ds, out)
+        files += model_figures(pred, ds.class_names, out)
+    write_json(out.figure_index, sorted(p.name for p in files), indent=1)
     return files
-
-
-# --------------------------------------------------------------------------- notebook helpers
-
-
-def class_balance(ds: Dataset, split, path: Path) -> Path:
-    """Images per class in the train / validation / test splits (the protocol, drawn)."""
-    import pandas as pd
-
-    n = ds.num_classes
-    counts = pd.DataFrame(
-        {
-            "train": np.bincount(split.y_train, minlength=n),
-            "validation": np.bincount(split.y_val, minlength=n),
-            "test": np.bincount(ds.y_test, minlength=n),
-        },
-        index=ds.class_names,
-    )
-    fig, ax = plt.subplots(figsize=(max(8, n * 0.18), 4))
-    counts.plot.bar(ax=ax, width=0.85)
-    ax.set_xlabel("class")
-    ax.set_ylabel("images")
-    ax.set_title(
-        f"{ds.name}: images per class — {len(split.y_train):,} train / "
-        f"{len(split.y_val):,} validation (stratified) / {len(ds.y_test):,} test"
-    )
-    if n > 20:
-        ax.tick_params(axis="x", labelsize=5)
-    return _save(fig, path)
-
-
-def curves(out: str | Path, name: str) -> Path:
-    """Learning curves of a saved model's history, written to reports/figures/."""
-    hist = np.load(Path(out) / "histories" / f"{name}.npy", allow_pickle=False)
-    return learning_curves(name, hist, Path(out) / "reports" / "figures" / f"curves_{name}.png")
-
-
-def overfit_gap(out: str | Path) -> Path:
-    """The overfit model's train-validation gap beside the baseline's."""
-    hists = {
-        n: np.load(Path(out) / "histories" / f"{n}.npy", allow_pickle=False)
-        for n in ("baseline", "overfit")
-    }
-    return overfit_vs_baseline(hists, Path(out) / "reports" / "figures" / "overfit_vs_baseline.png")
-
-
-def show(*paths) -> None:
-    """Display saved PNGs inline in a notebook (figures are files first, pictures second)."""
-    from IPython.display import Image, display
-
-    for p in paths:
-        for q in [p] if isinstance(p, (str, Path)) else p:
-            display(Image(filename=str(q)))
-
-
-def figures(out: str | Path, kind: str) -> list[Path]:
-    """The saved figures of one kind (curves, confusion, filters, ...), in model order."""
-    folder = Path(out) / "reports" / "figures"
-    order = {m: i for i, m in enumerate(("baseline", "overfit", "tuned", "vgg16"))}
-    found = list(folder.glob(f"{kind}_*.png")) + [
-        p for p in [folder / f"{kind}.png"] if p.is_file()
-    ]
-    return sorted(found, key=lambda p: (order.get(p.stem.split("_")[-1], 9), p.name))

@@ -1,0 +1,152 @@
+"""The evidence and the artifacts of a trained model.
+
+Every saved model comes with what produced it: the config, the dataset's checksum and
+class names, the seed, the backend, the package versions, the hardware and the wall
+time (``<model>.json``), and its history, one record per epoch (``<model>.npy``, a
+structured array that loads without pickle). :func:`write_artifacts` writes the
+history first and the metadata last, each atomically, so a complete JSON means a
+complete set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cifarlab.config import TrainConfig
+from cifarlab.data import Dataset
+from cifarlab.hardware import cpu_name, has_gpu
+from cifarlab.layout import Layout, atomic_path, write_json
+
+PACKAGES = ("keras", "tensorflow", "jax", "torch", "numpy", "keras-tuner")
+
+
+def environment() -> dict:
+    """Backend, versions and hardware: part of every result's evidence."""
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {
+        "backend": keras.backend.backend(),
+        "versions": versions,
+        "hardware": {
+            "machine": platform.machine(),
+            "processor": cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "gpu": has_gpu(),
+            "platform": platform.platform(),
+        },
+    }
+
+
+def history_array(records: list[dict]) -> np.ndarray:
+    """Records -> a structured array (epoch, phase, every metric, learning_rate)."""
+    keys: list[str] = []
+    for r in records:
+        keys += [k for k in r if k not in keys]
+    dtype = [(k, "i4" if k in ("epoch", "phase") else "f8") for k in keys]
+    arr = np.zeros(len(records), dtype=dtype)
+    for i, r in enumerate(records):
+        for k in keys:
+            arr[i][k] = r.get(k, -1 if k in ("epoch", "phase") else np.nan)
+    return arr
+
+
+def write_artifacts(
+    model: keras.Model,
+    name: str,
+    out: Layout,
+    cfg: TrainConfig,
+    ds: Dataset,
+    records: list[dict],
+    seed: int,
+    wall: float,
+    extra: dict | None = None,
+) -> dict:
+    """Save the history, the model and its metadata; returns the metadata."""
+    hist = history_array(records)
+    best_val = (
+        float(np.nanmax(hist["val_accuracy"]))
+        if "val_accuracy" in (hist.dtype.names or ()) and len(hist)
+        else None
+    )
+    last = records[-1] if records else {}
+    meta = {
+        "name": name,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "config": cfg.to_dict(),
+        "dataset": {
+            "spec": ds.spec,
+            "name": ds.name,
+            "sha256": ds.checksum,
+            "resolved": str(Path(ds.spec).resolve()) if Path(ds.spec).exists() else ds.spec,
+            "num_classes": ds.num_classes,
+            "has_coarse": ds.has_coarse,
+        },
+        "class_names": ds.class_names,
+        "coarse_names": ds.coarse_names,
+        "fine_to_coarse": ds.fine_to_coarse.tolist() if ds.has_coarse else None,
+        "seed": seed,
+        **environment(),
+        "wall_time_s": round(wall, 1),
+        "epochs_run": len(records),
+        "epochs_planned": cfg.epochs,
+        "best_val_accuracy": best_val,
+        "final_train_accuracy": last.get("accuracy"),
+        "final_val_accuracy": last.get("val_accuracy"),
+        "params": int(model.count_params()),
+        **(extra or {}),
+    }
+    with atomic_path(out.history(name)) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, hist, allow_pickle=False)
+    with atomic_path(out.model(name)) as tmp:
+        model.save(str(tmp))
+    write_json(out.meta(name), meta, indent=2, default=_json_default)
+    return meta
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o))
+
+
+def summary_table(out, names=None):
+    """What each saved model's metadata says: size, epochs, time, validation accuracy."""
+    import pandas as pd
+
+    from cifarlab.config import MODELS
+
+    out = out if isinstance(out, Layout) else Layout(out)
+    rows = []
+    for n in names or MODELS:
+        m = json.loads(out.meta(n).read_text())
+        rows.append(
+            {
+                "model": n,
+                "params": m["params"],
+                "epochs": m["epochs_run"],
+                "train_time_s": m["wall_time_s"],
+                "best_val_accuracy": m["best_val_accuracy"],
+                "final_train_accuracy": m["final_train_accuracy"],
+                "weights": m.get("weights_source", "trained from scratch"),
+                "backend": m["backend"],
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,199 @@
+"""Figures of results: learning curves, the overfitting gap, confusion matrices, the
+class balance; saved as PNG where cifarlab.layout says, and shown inline in notebooks.
+
+Figures are files first, pictures second: every function writes its PNG atomically and
+returns its path; :func:`show` displays saved PNGs in a notebook.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files, not windows; notebooks show the saved PNGs inline
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cifarlab.config import MODELS  # noqa: E402
+from cifarlab.data import Dataset  # noqa: E402
+from cifarlab.layout import Layout, atomic_path, layout  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+
+# --------------------------------------------------------------------------- learning curves
+
+
+def learning_curves(name: str, hist: np.ndarray, path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ep = hist["epoch"]
+    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        ax.plot(ep, hist[metric], "o-", label=f"train {label}")
+        ax.plot(ep, hist[f"val_{metric}"], "s-", label=f"validation {label}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if "phase" in hist.dtype.names and len(set(hist["phase"])) > 1:
+        start = ep[hist["phase"] == hist["phase"].max()].min()
+        for ax in axes:
+            ax.axvline(start - 0.5, color="gray", ls="--")
+            ax.text(start - 0.4, ax.get_ylim()[1], " fine-tuning", va="top", color="gray")
+    fig.suptitle(f"{name}: learning curves")
+    return _save(fig, path)
+
+
+def overfit_vs_baseline(hists: dict[str, np.ndarray], path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for name, style in (("baseline", "C0"), ("overfit", "C3")):
+            h = hists[name]
+            ax.plot(h["epoch"], h[metric], "-", color=style, label=f"{name} train")
+            ax.plot(h["epoch"], h[f"val_{metric}"], "--", color=style, label=f"{name} validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    gap = {
+        n: float(hists[n]["accuracy"][-1] - hists[n]["val_accuracy"][-1])
+        for n in ("baseline", "overfit")
+    }
+    fig.suptitle(
+        f"Overfitting: final train-validation accuracy gap {gap['overfit']:+.1%} (overfit) "
+        f"vs {gap['baseline']:+.1%} (baseline)"
+    )
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- confusion
+
+
+def confusion_matrices(name: str, y, pred, ds: Dataset, out: Layout) -> list[Path]:
+    """Row-normalised confusion matrix (CIFAR-100: ordered by superclass) and, with
+    superclasses, the superclass confusion matrix."""
+    import seaborn as sns
+    from sklearn.metrics import confusion_matrix
+
+    n = ds.num_classes
+    files = []
+    order = np.arange(n)
+    if ds.has_coarse:  # group the fine classes by superclass so the picture has structure
+        order = np.lexsort((np.arange(n), ds.fine_to_coarse))
+    cm = confusion_matrix(y, pred, labels=np.arange(n), normalize="true")[np.ix_(order, order)]
+    names = [ds.class_names[i] for i in order]
+    big = n > 20
+    fig, ax = plt.subplots(figsize=(18, 16) if big else (8, 7))
+    sns.heatmap(
+        cm,
+        ax=ax,
+        cmap="Blues",
+        vmin=0,
+        vmax=1,
+        square=True,
+        annot=not big,
+        fmt=".2f",
+        xticklabels=names,
+        yticklabels=names,
+        cbar_kws={"label": "fraction of the true class"},
+    )
+    if big:
+        ax.tick_params(labelsize=5)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(
+        f"{name}: confusion matrix, row-normalised"
+        + (" (ordered by superclass)" if ds.has_coarse else "")
+    )
+    files.append(_save(fig, out.figure("confusion", name)))
+    if ds.has_coarse:
+        f2c = ds.fine_to_coarse
+        cm2 = confusion_matrix(
+            f2c[y], f2c[pred], labels=np.arange(len(ds.coarse_names)), normalize="true"
+        )
+        fig, ax = plt.subplots(figsize=(13, 11))
+        sns.heatmap(
+            cm2,
+            ax=ax,
+            cmap="Blues",
+            vmin=0,
+            vmax=1,
+            annot=True,
+            fmt=".2f",
+            square=True,
+            xticklabels=ds.coarse_names,
+            yticklabels=ds.coarse_names,
+            cbar_kws={"label": "fraction of the true superclass"},
+        )
+        ax.set_xlabel("predicted superclass")
+        ax.set_ylabel("true superclass")
+        ax.set_title(f"{name}: superclass confusion matrix, row-normalised")
+        files.append(_save(fig, out.figure("confusion_coarse", name)))
+    return files
+
+
+
+def class_balance(ds: Dataset, split, path: Path) -> Path:
+    """Images per class in the train / validation / test splits (the protocol, drawn)."""
+    import pandas as pd
+
+    n = ds.num_classes
+    counts = pd.DataFrame(
+        {
+            "train": np.bincount(split.y_train, minlength=n),
+            "validation": np.bincount(split.y_val, minlength=n),
+            "test": np.bincount(ds.y_test, minlength=n),
+        },
+        index=ds.class_names,
+    )
+    fig, ax = plt.subplots(figsize=(max(8, n * 0.18), 4))
+    counts.plot.bar(ax=ax, width=0.85)
+    ax.set_xlabel("class")
+    ax.set_ylabel("images")
+    ax.set_title(
+        f"{ds.name}: images per class — {len(split.y_train):,} train / "
+        f"{len(split.y_val):,} validation (stratified) / {len(ds.y_test):,} test"
+    )
+    if n > 20:
+        ax.tick_params(axis="x", labelsize=5)
+    return _save(fig, path)
+
+
+
+def load_history(out, name: str) -> np.ndarray:
+    return np.load(layout(out).history(name), allow_pickle=False)
+
+
+def curves(out: str | Path | Layout, name: str) -> Path:
+    """Learning curves of a saved model's history, written to the figures folder."""
+    return learning_curves(name, load_history(out, name), layout(out).figure("curves", name))
+
+
+def overfit_gap(out: str | Path | Layout) -> Path:
+    """The overfit model's train-validation gap beside the baseline's."""
+    hists = {n: load_history(out, n) for n in ("baseline", "overfit")}
+    return overfit_vs_baseline(hists, layout(out).figure("overfit_vs_baseline"))
+
+
+def show(*paths) -> None:
+    """Display saved PNGs inline in a notebook (figures are files first, pictures second)."""
+    from IPython.display import Image, display
+
+    for p in paths:
+        for q in [p] if isinstance(p, (str, Path)) else p:
+            display(Image(filename=str(q)))
+
+
+
+def saved_figures(out: str | Path | Layout, kind: str) -> list[Path]:
+    """The saved figures of one kind (curves, confusion, filters, ...), in model order."""
+    order = {m: i for i, m in enumerate(MODELS)}
+    found = layout(out).figures_of(kind)
+    return sorted(found, key=lambda p: (order.get(p.stem.split("_")[-1], 9), p.name))

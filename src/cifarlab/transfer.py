@@ -1,0 +1,169 @@
+"""Transfer learning for the VGG16 model: two phases on features computed once.
+
+Phase 1 trains only the head on the frozen base's features, computed once per run and
+kept on disk (a resumed run does not recompute them). Phase 2 unfreezes the top
+``finetune_blocks`` VGG block(s) and fine-tunes them with the head at a low learning
+rate, still on cached features (the frozen blocks below never change). With
+``mirror_features`` the features of every training image's mirror image are cached
+too, and each epoch shows one of the two per image (:class:`MirrorChoice`):
+augmentation without recomputing features.
+
+The settings (head epochs, fine-tuning optimizer, rate and warm-up, image size) are
+the ``hp`` of the vgg16 recipe in cifarlab.config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cifarlab.callbacks import restore_best
+from cifarlab.config import TrainConfig
+from cifarlab.data import Split
+from cifarlab.layout import atomic_path
+from cifarlab.models import build_vgg16, vgg16_parts
+from cifarlab.recipe import compile_model
+
+
+class MirrorChoice(keras.utils.PyDataset):
+    """Augmentation for inputs cached once: every epoch shows each image once, as itself
+    or as its mirror image (a fair coin per image), in a new order. The draws depend only
+    on the seed and the epoch, so a resumed run sees the epochs it would have seen."""
+
+    def __init__(self, x, x_mirror, y, batch_size: int, seed: int, first_epoch: int = 0):
+        super().__init__()
+        if x.shape != x_mirror.shape or len(x) != len(y):
+            raise ValueError("images, mirror images and labels must match")
+        self.x, self.x_mirror, self.y = x, x_mirror, y
+        self.batch_size, self.seed = batch_size, seed
+        self.epoch = first_epoch
+        self._draw()
+
+    def _draw(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.order = rng.permutation(len(self.y))
+        self.mirrored = rng.random(len(self.y)) < 0.5
+
+    def __len__(self):
+        return int(np.ceil(len(self.y) / self.batch_size))
+
+    def __getitem__(self, i):
+        idx = np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
+        batch = self.x[idx]  # one gather, then the mirrored rows replaced in place
+        pick = self.mirrored[idx]
+        batch[pick] = self.x_mirror[idx[pick]]
+        return batch, self.y[idx]
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._draw()
+
+
+def cached_features(
+    features: keras.Model,
+    split: Split,
+    work: Path,
+    batch_size: int,
+    progress: bool,
+    mirror: bool = False,
+) -> dict[str, np.ndarray]:
+    """Frozen-base features for train and val (and, with ``mirror``, of the horizontally
+    mirrored training images), computed once per run and kept in ``work``."""
+    f = work / "features.npz"
+    wanted = ["train", "val"] + (["train_mirror"] if mirror else [])
+    if f.is_file():
+        with np.load(f) as z:
+            if set(wanted) <= set(z.files):
+                return {k: z[k] for k in wanted}
+    print(f"computing frozen VGG16 features once ({' + '.join(wanted)})", flush=True)
+    inputs = {"train": split.x_train, "val": split.x_val}
+    if mirror:
+        inputs["train_mirror"] = split.x_train[:, :, ::-1]  # NHWC: flip the width
+    out = {
+        k: features.predict(x, batch_size=batch_size, verbose=1 if progress else 0)
+        for k, x in inputs.items()
+    }
+    with atomic_path(f) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **out)
+    return out
+
+
+def finetune_config(cfg: TrainConfig) -> TrainConfig:
+    """Phase 2's optimisation settings, from the recipe's ``hp``."""
+    hp = cfg.hp
+    return cfg.replace(
+        optimizer=hp["finetune_optimizer"],
+        learning_rate=hp["finetune_lr"],
+        warmup_fraction=hp["finetune_warmup_fraction"],
+    )
+
+
+def train_vgg16(
+    cfg: TrainConfig,
+    split: Split,
+    work: Path,
+    logs: Path,
+    weights: str,
+    fit: Callable[..., list[dict]],
+    progress: bool = True,
+    seed: int = 0,
+) -> tuple[keras.Model, list[dict], dict]:
+    """Build VGG16 with ``weights``, train the head, then fine-tune the top block(s).
+
+    ``fit``: the fitting function (:func:`cifarlab.train.fit`), run once per phase.
+    Returns the full model (raw pixels in), the history records of both phases, and
+    what the evidence should say about the transfer.
+    """
+    hp = cfg.hp
+    model = build_vgg16(cfg, weights=weights)
+    features, top = vgg16_parts(model, hp["finetune_blocks"])
+    mirror = bool(hp["mirror_features"])
+    feats = cached_features(features, split, work, cfg.batch_size, progress, mirror)
+    data = dict(
+        x=feats["train"],
+        y=split.y_train,
+        x_val=feats["val"],
+        y_val=split.y_val,
+        work=work,
+        logs=logs,
+        progress=progress,
+        x_mirror=feats.get("train_mirror"),
+        seed=seed,
+    )
+    head_epochs = min(hp["head_epochs"], cfg.epochs)
+    ft_epochs = cfg.epochs - head_epochs
+    cut = 5 - hp["finetune_blocks"] + 1  # the first fine-tuned VGG block
+    vgg_top = [layer for layer in top.layers if layer.name.startswith("block")]
+    for layer in vgg_top:
+        layer.trainable = False
+    steps = int(np.ceil(len(split.y_train) / cfg.batch_size))
+    compile_model(top, cfg, head_epochs * steps)
+    records = fit(top, cfg, phase=1, epochs=head_epochs, **data)
+    restore_best(top, work / "best1.weights.h5")
+    if ft_epochs > 0:
+        for layer in vgg_top:
+            layer.trainable = True
+        ft = finetune_config(cfg)
+        compile_model(top, ft, ft_epochs * steps)
+        rec2 = fit(top, ft, phase=2, epochs=ft_epochs, **data)
+        records = records + [{**r, "epoch": r["epoch"] + head_epochs} for r in rec2]
+        restore_best(top, work / "best2.weights.h5")
+    extra = {
+        "weights_source": model.weights_source,
+        "vgg16": {
+            "image_size": hp["image_size"],
+            "finetuned_from_block": cut,
+            "head_epochs": head_epochs,
+            "finetune_epochs": ft_epochs,
+            "frozen_features_cached": True,
+            "mirror_features": mirror,
+            "note": "features computed once"
+            + (", also of the mirror images: each epoch picks one per image" if mirror else ""),
+        },
+    }
+    compile_model(model, cfg, 1)  # so the saved full model evaluates with the same metrics
+    return model, records, extra

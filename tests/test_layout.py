@@ -76,7 +76,10 @@ def test_the_model_names_are_spelled_once():
     spelled = [
         m
         for m in MODULES
-        if re.search(r"""["']baseline["'],\s*["']overfit["'],\s*["']tuned["']""", (PACKAGE / f"{m}.py").read_text())
+        if re.search(
+            r"""["']baseline["'],\s*["']overfit["'],\s*["']tuned["']""",
+            (PACKAGE / f"{m}.py").read_text(),
+        )
     ]
     assert spelled == ["config"]
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_train import _epochs_done, _kill_after, _train_cmd
+from test_train import RUNNER, _epochs_done, _kill_after, _train_cmd
 
 from cifarlab import data, images
 from cifarlab.errors import DataError
@@ -225,8 +225,8 @@ def test_predict_on_an_unknown_class_model_is_refused_on_the_command_line(tmp_pa
 # ----------------------------------------------------------------- faults during training
 
 
-def _train(out: Path, dataset: Path, epochs: int, **popen):
-    cmd = _train_cmd(out, dataset, epochs)
+def _train(out: Path, dataset: Path, epochs: int, model: str = "baseline", **popen):
+    cmd = _train_cmd(out, dataset, epochs, model)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -237,14 +237,14 @@ def test_repeated_sigkill_at_different_points_then_resume_gives_every_epoch_once
     rng = random.Random(7)
     for done in (1, 3, 5):  # a later epoch each time, at a random instant within it
         _kill_after(out, tiny_data, 10, done=done + rng.choice([0, 0, 1]))
-    proc = _train(out, tiny_data, 10)
+    proc = _train(out, tiny_data, 10, RUNNER)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-2000:]
-    hist = np.load(out / "histories" / "baseline.npy", allow_pickle=False)
+    hist = np.load(out / "histories" / f"{RUNNER}.npy", allow_pickle=False)
     assert hist["epoch"].tolist() == list(range(1, 11))
     import keras
 
-    keras.saving.load_model(out / "saved_models" / "baseline.keras")
+    keras.saving.load_model(out / "saved_models" / f"{RUNNER}.keras")
 
 
 def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, tiny_data):
@@ -258,10 +258,10 @@ def test_a_run_resumes_after_ctrl_c_with_every_epoch_once(tmp_path, tiny_data):
     _kill_after(out, tiny_data, 12, done=1, sig=signal.SIGINT)
     done = _epochs_done(out)
     assert done >= 1
-    proc = _train(out, tiny_data, 12)
+    proc = _train(out, tiny_data, 12, RUNNER)
     stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0 and f"resuming baseline after epoch {done}" in stdout, stderr
-    hist = np.load(out / "histories" / "baseline.npy", allow_pickle=False)
+    assert proc.returncode == 0 and f"resuming {RUNNER} after epoch {done}" in stdout, stderr
+    hist = np.load(out / "histories" / f"{RUNNER}.npy", allow_pickle=False)
     assert hist["epoch"].tolist() == list(range(1, 13))
 
 

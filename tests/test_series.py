@@ -315,3 +315,19 @@ def test_model_trained_on_other_classes_than_the_dataset_is_refused(series, tmp_
         timeout=300,
     )
     assert r.returncode == 2 and "other classes" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_test_split_is_predicted_once_per_model_and_reused(series, monkeypatch):
+    """Evaluation and the figures asked for every model's test predictions during the
+    series; asking again must reuse them, not predict."""
+    from cifarlab import inference
+
+    ds = data.load_dataset(str(series["data"]), progress=False)
+
+    def predict_again(*args, **kwargs):
+        raise AssertionError("the test split was predicted a second time")
+
+    monkeypatch.setattr(inference, "predict_proba", predict_again)
+    for m in MODELS:
+        pred = inference.predict_test(series["out"], m, ds)
+        assert pred.probs.shape == (500, 10) and pred.y.shape == (500,)

@@ -59,7 +59,6 @@ def data_dir() -> Path:
     return Path(os.environ.get("CIFARLAB_DATA_DIR", Path.home() / ".keras" / "datasets"))
 
 
-
 def file_digest(path: str | Path, algorithm: str) -> str:
     """Hex digest of a file, read in 1 MiB chunks."""
     with open(path, "rb") as f:
@@ -354,7 +353,6 @@ def iter_archive_files(path: Path) -> Iterator[tuple[str, bytes]]:
         f"{path}: not a folder, .tar.gz or .zip (or a damaged one); expected an image folder "
         "(train/<class>/*, test/<class>/*) or an official CIFAR archive"
     )
-
 
 
 def _progress(total, desc, unit, enabled=True, **kw):

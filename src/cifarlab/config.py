@@ -52,7 +52,9 @@ class TrainConfig:
     restore_best: bool = True  # keep the best-validation epoch (False: the last epoch)
     # ---- data
     val_fraction: float = 0.2  # held out of the training images: 40,000 / 10,000 for CIFAR
-    dataset_limit: int | None = None  # a stratified sample of the dataset's training images, BEFORE the split
+    dataset_limit: int | None = (
+        None  # a stratified sample of the dataset's training images, BEFORE the split
+    )
     train_subset: int | None = None  # AFTER the split: train on this many; validation stays whole
     test_limit: int | None = None  # evaluate on a stratified subset of the test split
     tta_flip: bool = False  # predictions averaged over each image and its mirror

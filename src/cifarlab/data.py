@@ -148,7 +148,6 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return flat.mean(axis=0), flat.std(axis=0)
 
 
-
 def prepare(dataset, cfg, seed: int, progress: bool = True):
     """Load, split (stratified, seeded) and fill the config's data statistics.
 
@@ -183,7 +182,9 @@ def load_dataset(
     if key in archives.OFFICIAL_ARCHIVES:
         source = archives.find_or_download(key, progress=progress)
         if source.is_dir():
-            return _cached(source, spec, lambda: archives.read_official_folder(source, key), use_cache)
+            return _cached(
+                source, spec, lambda: archives.read_official_folder(source, key), use_cache
+            )
         return _cached(source, spec, lambda: archives.read_official_archive(source), use_cache)
 
     try:
@@ -248,7 +249,9 @@ def _load_cache(path: Path, spec: str, checksum: str) -> Dataset:
         meta = json.loads(z["meta"].tobytes().decode())
         has_coarse = "coarse_train" in z.files
         return Dataset(
-            name=meta["name"] if meta["name"] in archives.OFFICIAL_ARCHIVES else images.folder_name(Path(spec)),
+            name=meta["name"]
+            if meta["name"] in archives.OFFICIAL_ARCHIVES
+            else images.folder_name(Path(spec)),
             spec=spec,
             checksum=checksum,
             x_train=z["x_train"],
@@ -273,5 +276,3 @@ def source_checksum(path: Path) -> str:
         if p.is_file():
             h.update(p.read_bytes())
     return h.hexdigest()
-
-

@@ -192,9 +192,7 @@ def confused_pairs_table(out, top: int = 5) -> pd.DataFrame:
         if f.is_file():
             frames.append(pd.read_csv(f).head(top).assign(model=name))
     if not frames:
-        raise CifarlabError(
-            f"no confused-pairs tables in {out.reports_dir}; run evaluate first"
-        )
+        raise CifarlabError(f"no confused-pairs tables in {out.reports_dir}; run evaluate first")
     return pd.concat(frames, ignore_index=True)[["model", "true", "predicted", "count"]]
 
 

@@ -28,7 +28,6 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-
 # --------------------------------------------------------------------------- learning curves
 
 
@@ -139,7 +138,6 @@ def confusion_matrices(name: str, y, pred, ds: Dataset, out: Layout) -> list[Pat
     return files
 
 
-
 def class_balance(ds: Dataset, split, path: Path) -> Path:
     """Images per class in the train / validation / test splits (the protocol, drawn)."""
     import pandas as pd
@@ -166,7 +164,6 @@ def class_balance(ds: Dataset, split, path: Path) -> Path:
     return _save(fig, path)
 
 
-
 def load_history(out, name: str) -> np.ndarray:
     return np.load(layout(out).history(name), allow_pickle=False)
 
@@ -189,7 +186,6 @@ def show(*paths) -> None:
     for p in paths:
         for q in [p] if isinstance(p, (str, Path)) else p:
             display(Image(filename=str(q)))
-
 
 
 def saved_figures(out: str | Path | Layout, kind: str) -> list[Path]:

@@ -198,7 +198,6 @@ def read_image_folder(path: Path, progress: bool) -> dict:
     )
 
 
-
 def folder_name(path: Path) -> str:
     return (
         path.name.removesuffix(".gz").removesuffix(".tgz").removesuffix(".tar").removesuffix(".zip")

@@ -25,9 +25,7 @@ def learning_rate(cfg: TrainConfig, steps: int):
     if cfg.schedule == "constant":
         return cfg.learning_rate
     if cfg.schedule != "cosine":
-        raise CifarlabError(
-            f"unknown schedule '{cfg.schedule}'; use {' or '.join(SCHEDULES)}"
-        )
+        raise CifarlabError(f"unknown schedule '{cfg.schedule}'; use {' or '.join(SCHEDULES)}")
     warmup = int(cfg.warmup_fraction * steps)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=cfg.learning_rate * cfg.warmup_start if warmup else cfg.learning_rate,
@@ -45,13 +43,13 @@ def make_optimizer(cfg: TrainConfig, steps: int) -> keras.optimizers.Optimizer:
     if cfg.optimizer == "sgd":
         opt = keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=True, weight_decay=wd)
     elif cfg.optimizer == "adamw":
-        opt = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay or cfg.adamw_decay_when_unset)
+        opt = keras.optimizers.AdamW(
+            lr, weight_decay=cfg.weight_decay or cfg.adamw_decay_when_unset
+        )
     elif cfg.optimizer == "adam":
         opt = keras.optimizers.Adam(lr, weight_decay=wd)
     else:
-        raise CifarlabError(
-            f"unknown optimizer '{cfg.optimizer}'; use {', '.join(OPTIMIZERS)}"
-        )
+        raise CifarlabError(f"unknown optimizer '{cfg.optimizer}'; use {', '.join(OPTIMIZERS)}")
     if wd or cfg.optimizer == "adamw":
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return opt
@@ -78,8 +76,6 @@ def set_precision(precision: str) -> str:
         fast_bf16 = has_gpu() or (cpu_has_bf16() and keras.backend.backend() == "tensorflow")
         precision = "mixed_bfloat16" if fast_bf16 else "float32"
     if precision not in PRECISIONS:
-        raise CifarlabError(
-            f"unknown precision '{precision}'; use auto, {', '.join(PRECISIONS)}"
-        )
+        raise CifarlabError(f"unknown precision '{precision}'; use auto, {', '.join(PRECISIONS)}")
     keras.mixed_precision.set_global_policy(precision)
     return precision

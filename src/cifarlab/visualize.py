@@ -42,7 +42,6 @@ def _np32(t) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float32)
 
 
-
 # --------------------------------------------------------------------------- what the net sees
 
 
@@ -258,7 +257,6 @@ def gradcam(name: str, model, x, y, probs, class_names, path: Path, n: int = 8) 
         "where the predicted class's evidence lies"
     )
     return _save(fig, path)
-
 
 
 # --------------------------------------------------------------------------- everything

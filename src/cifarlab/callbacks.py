@@ -106,11 +106,6 @@ class BestCheckpoint(keras.callbacks.Callback):
             self.model.save_weights(str(tmp))
 
 
-def best_checkpoint(path: Path) -> BestCheckpoint:
-    """The best-validation-accuracy weights of a phase, kept at ``path``."""
-    return BestCheckpoint(path)
-
-
 def restore_best(model: keras.Model, path: Path) -> bool:
     """Load the best-validation weights; False when there are none or they cannot be read
     (a kill during the checkpoint's write): the last weights stay."""

@@ -23,7 +23,7 @@ import numpy as np
 from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset
 from cifarlab.hardware import cpu_name, has_gpu
-from cifarlab.layout import Layout, atomic_path, write_json
+from cifarlab.layout import Layout, atomic_path, layout, write_json
 
 PACKAGES = ("keras", "tensorflow", "jax", "torch", "numpy", "keras-tuner")
 
@@ -133,7 +133,7 @@ def summary_table(out, names=None):
 
     from cifarlab.config import MODELS
 
-    out = out if isinstance(out, Layout) else Layout(out)
+    out = layout(out)
     rows = []
     for n in names or MODELS:
         m = json.loads(out.meta(n).read_text())

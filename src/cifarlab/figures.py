@@ -20,7 +20,8 @@ from cifarlab.data import Dataset  # noqa: E402
 from cifarlab.layout import Layout, atomic_path, layout  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure as PNG, atomically, and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
@@ -47,7 +48,7 @@ def learning_curves(name: str, hist: np.ndarray, path: Path) -> Path:
             ax.axvline(start - 0.5, color="gray", ls="--")
             ax.text(start - 0.4, ax.get_ylim()[1], " fine-tuning", va="top", color="gray")
     fig.suptitle(f"{name}: learning curves")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def overfit_vs_baseline(hists: dict[str, np.ndarray], path: Path) -> Path:
@@ -69,7 +70,7 @@ def overfit_vs_baseline(hists: dict[str, np.ndarray], path: Path) -> Path:
         f"Overfitting: final train-validation accuracy gap {gap['overfit']:+.1%} (overfit) "
         f"vs {gap['baseline']:+.1%} (baseline)"
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- confusion
@@ -111,7 +112,7 @@ def confusion_matrices(name: str, y, pred, ds: Dataset, out: Layout) -> list[Pat
         f"{name}: confusion matrix, row-normalised"
         + (" (ordered by superclass)" if ds.has_coarse else "")
     )
-    files.append(_save(fig, out.figure("confusion", name)))
+    files.append(save_figure(fig, out.figure("confusion", name)))
     if ds.has_coarse:
         f2c = ds.fine_to_coarse
         cm2 = confusion_matrix(
@@ -134,7 +135,7 @@ def confusion_matrices(name: str, y, pred, ds: Dataset, out: Layout) -> list[Pat
         ax.set_xlabel("predicted superclass")
         ax.set_ylabel("true superclass")
         ax.set_title(f"{name}: superclass confusion matrix, row-normalised")
-        files.append(_save(fig, out.figure("confusion_coarse", name)))
+        files.append(save_figure(fig, out.figure("confusion_coarse", name)))
     return files
 
 
@@ -161,7 +162,7 @@ def class_balance(ds: Dataset, split, path: Path) -> Path:
     )
     if n > 20:
         ax.tick_params(axis="x", labelsize=5)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def load_history(out, name: str) -> np.ndarray:

@@ -68,7 +68,7 @@ def fit(
     stop = None
     if cfg.patience:
         stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience)
-    best = callbacks.best_checkpoint(work / f"best{phase}.weights.h5")
+    best = callbacks.BestCheckpoint(work / f"best{phase}.weights.h5")
     backup = callbacks.EpochBackup(backup_dir, phase=phase, stateful=(stop, best), resumed=state)
     board = callbacks.tensorboard(logs / f"phase{phase}")
     if x_mirror is not None:
@@ -140,8 +140,7 @@ def train_model(
             f"{dist.devices or ''} as {dist.task}".rstrip(),
             flush=True,
         )
-    root = layout(out)
-    out = root
+    root = out = layout(out)
     if not dist.is_chief:  # workers other than the chief write their copies aside
         out = Layout(root.root / "workers" / dist.task)
         progress = False  # one progress bar per cluster: the chief's

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from cifarlab import figures as fig_mod
-from cifarlab.figures import _save, plt
+from cifarlab.figures import plt, save_figure
 from cifarlab.inference import Predictions, dataset_for, predict_test, trained_models
 from cifarlab.layout import Layout, layout, write_json
 
@@ -85,7 +85,7 @@ def filters(name: str, model, path: Path) -> Path:
             ax.imshow(w, cmap=None if w.ndim == 3 else "gray", interpolation="nearest")
             ax.set_title(str(i), fontsize=6)
     fig.suptitle(f"{name}: the {n} filters of the first convolution layer '{conv.name}' (3x3, RGB)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def feature_maps(
@@ -115,7 +115,7 @@ def feature_maps(
         f"{name}: feature maps of a test image ({label}) after each convolution block, "
         "most active channels"
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def input_gradient(fn, x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -178,7 +178,7 @@ def activation_patterns(
         f"(gradient ascent, {steps} steps, {keras.backend.backend()})",
         fontsize=9,
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _image_grid(title: str, images, captions, wrong, path: Path, cols: int = 8) -> Path:
@@ -190,7 +190,7 @@ def _image_grid(title: str, images, captions, wrong, path: Path, cols: int = 8) 
             ax.imshow(images[i])
             ax.set_title(captions[i], fontsize=6.5, color="red" if wrong[i] else "green")
     fig.suptitle(title + "  (green: correct, red: mistake)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def predictions(name: str, x, y, probs, class_names, out: Layout, n: int = 24) -> list[Path]:
@@ -256,7 +256,7 @@ def gradcam(name: str, model, x, y, probs, class_names, path: Path, n: int = 8) 
         f"{name}: Grad-CAM at '{last.name}' ({cam.shape[0]}x{cam.shape[1]}): "
         "where the predicted class's evidence lies"
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- everything

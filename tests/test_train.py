@@ -244,6 +244,9 @@ def _kill_after(out: Path, dataset: Path, epochs: int, done: int, sig=signal.SIG
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a shell's background job (make test &) ignores SIGINT, and a child inherits
+        # that: Ctrl-C must reach the run as it does in a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 240
     while _epochs_done(out) < done and time.time() < deadline and proc.poll() is None:

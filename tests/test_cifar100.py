@@ -97,3 +97,45 @@ def test_confusion_figures_at_100_classes_are_large_and_grouped_by_superclass(ci
     for p in files:
         with Image.open(p) as im:
             assert im.width >= 1000 and im.height >= 1000, (p.name, im.size)
+
+
+def _same_superclass_neighbour(ds, c):
+    f2c = ds.fine_to_coarse
+    return np.flatnonzero((f2c == f2c[c]) & (np.arange(100) != c))[0]
+
+
+def test_confused_pairs_say_whether_both_classes_share_a_superclass(cifar100):
+    f2c, names = cifar100.fine_to_coarse, cifar100.class_names
+    y = np.repeat(np.arange(100), 10)
+    pred = y.copy()
+    # class 0 mistaken 6 times for a class of its superclass, 3 times for one outside it
+    inside = _same_superclass_neighbour(cifar100, 0)
+    outside = np.flatnonzero(f2c != f2c[0])[0]
+    pred[:6], pred[6:9] = inside, outside
+    pairs = evaluate.confused_pairs(y, pred, names, 10, f2c, cifar100.coarse_names)
+    assert list(pairs["count"]) == [6, 3]
+    assert list(pairs["predicted"]) == [names[inside], names[outside]]
+    assert list(pairs["same_superclass"]) == [True, False]
+    assert pairs["true_superclass"].iloc[0] == cifar100.coarse_names[f2c[0]]
+    assert evaluate.within_superclass_share(pairs) == 6 / 9
+    # without superclasses: no superclass columns, no share
+    plain = evaluate.confused_pairs(y, pred, names, 10)
+    assert list(plain.columns) == ["true", "predicted", "count"]
+    assert evaluate.within_superclass_share(plain) is None
+
+
+def test_superclass_table_maps_fine_predictions_to_their_superclass(cifar100):
+    y = cifar100.y_test[:2000]
+    f2c = cifar100.fine_to_coarse
+    pred = np.array([_same_superclass_neighbour(cifar100, c) for c in y])  # all fine labels wrong
+    # and 100 images put into another superclass
+    pred[:100] = [np.flatnonzero(f2c != f2c[c])[0] for c in y[:100]]
+    table = evaluate.superclass_table(y, pred, f2c, cifar100.coarse_names)
+    assert list(table["superclass"]) == cifar100.coarse_names
+    assert (table["classes"] == 5).all() and table["support"].sum() == len(y)
+    recall = dict(zip(table["superclass"], table["recall"]))
+    wrong = set(f2c[y[:100]])
+    for c, name in enumerate(cifar100.coarse_names):
+        if c not in wrong:
+            assert recall[name] == 1.0
+    assert sum(table["recall"] * table["support"]) == len(y) - 100

@@ -96,7 +96,8 @@ def test_every_artifact_path_sits_under_the_output_root(tmp_path):
     out = Layout(tmp_path)
     paths = [
         out.model("m"), out.meta("m"), out.history("m"), out.work("m"), out.logs("m"),
-        out.per_class("m"), out.confused_pairs("m"), out.figure("curves", "m"),
+        out.per_class("m"), out.confused_pairs("m"), out.per_superclass("m"),
+        out.figure("curves", "m"),
         out.search, out.results_csv, out.results_md, out.figure_index, out.bench,
         out.executed_notebook("TestModels"), out.tuning_dir,
     ]  # fmt: skip

@@ -59,18 +59,57 @@ def metrics(
     return out
 
 
-def confused_pairs(y, pred, class_names, top: int = 10) -> pd.DataFrame:
+def confused_pairs(
+    y, pred, class_names, top: int = 10, fine_to_coarse=None, coarse_names=None
+) -> pd.DataFrame:
+    """The ``top`` most frequent (true, predicted) mistakes; with superclasses, each
+    pair's superclasses and whether both classes share one."""
     from sklearn.metrics import confusion_matrix
 
     cm = confusion_matrix(y, pred, labels=np.arange(len(class_names)))
     np.fill_diagonal(cm, 0)
-    order = np.dstack(np.unravel_index(np.argsort(-cm, axis=None), cm.shape))[0][:top]
-    rows = [
-        {"true": class_names[i], "predicted": class_names[j], "count": int(cm[i, j])}
-        for i, j in order
-        if cm[i, j] > 0
-    ]
-    return pd.DataFrame(rows, columns=["true", "predicted", "count"])
+    order = np.dstack(np.unravel_index(np.argsort(-cm, axis=None, kind="stable"), cm.shape))[0]
+    cols = ["true", "predicted", "count"]
+    rows = []
+    for i, j in order[:top]:
+        if cm[i, j] == 0:
+            break
+        row = {"true": class_names[i], "predicted": class_names[j], "count": int(cm[i, j])}
+        if fine_to_coarse is not None:
+            ci, cj = int(fine_to_coarse[i]), int(fine_to_coarse[j])
+            row |= {
+                "true_superclass": coarse_names[ci],
+                "predicted_superclass": coarse_names[cj],
+                "same_superclass": ci == cj,
+            }
+        rows.append(row)
+    if fine_to_coarse is not None:
+        cols += ["true_superclass", "predicted_superclass", "same_superclass"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def superclass_table(y, pred, fine_to_coarse, coarse_names) -> pd.DataFrame:
+    """Precision, recall and F1 of each superclass, the fine predictions mapped to their
+    superclass (a wrong class inside the right superclass counts as right here)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = np.arange(len(coarse_names))
+    p, r, f, s = precision_recall_fscore_support(
+        fine_to_coarse[y], fine_to_coarse[pred], labels=labels, zero_division=0
+    )
+    classes = np.bincount(fine_to_coarse, minlength=len(coarse_names))
+    return pd.DataFrame(
+        {"superclass": coarse_names, "classes": classes, "precision": p, "recall": r,
+         "f1": f, "support": s}
+    )  # fmt: skip
+
+
+def within_superclass_share(pairs: pd.DataFrame) -> float | None:
+    """The share of the confused pairs (weighted by count) whose classes share a
+    superclass; None without superclasses."""
+    if "same_superclass" not in pairs or pairs.empty:
+        return None
+    return float(pairs.loc[pairs["same_superclass"], "count"].sum() / pairs["count"].sum())
 
 
 # --------------------------------------------------------------------------- the whole report
@@ -90,7 +129,11 @@ def evaluate_all(
         meta, y = pred.meta, pred.y
         m = metrics(y, pred.probs, ds.class_names, ds.fine_to_coarse)
         write_csv(m["per_class"], out.per_class(name))
-        write_csv(confused_pairs(y, m["pred"], ds.class_names), out.confused_pairs(name))
+        pairs = confused_pairs(y, m["pred"], ds.class_names, 10, ds.fine_to_coarse, ds.coarse_names)
+        write_csv(pairs, out.confused_pairs(name))
+        if ds.has_coarse:
+            table = superclass_table(y, m["pred"], ds.fine_to_coarse, ds.coarse_names)
+            write_csv(table, out.per_superclass(name))
         cfg = meta["config"]
         rows.append(
             {
@@ -100,6 +143,11 @@ def evaluate_all(
                 **(
                     {"superclass_accuracy": m["superclass_accuracy"]}
                     if "superclass_accuracy" in m
+                    else {}
+                ),
+                **(
+                    {"top10_confusions_within_superclass": within_superclass_share(pairs)}
+                    if ds.has_coarse
                     else {}
                 ),
                 "test_loss": m["test_loss"],
@@ -135,6 +183,7 @@ def results_markdown(table: pd.DataFrame, ds: Dataset, names: list[str], out: La
         "test_accuracy",
         "top5_accuracy",
         "superclass_accuracy",
+        "top10_confusions_within_superclass",
         "best_val_accuracy",
         "train_val_gap",
     ):
@@ -169,6 +218,15 @@ def results_markdown(table: pd.DataFrame, ds: Dataset, names: list[str], out: La
         "most probable. train_val_gap: final-epoch training accuracy minus validation accuracy. "
         "tta_flip: predictions averaged over each image and its mirror image.",
     ]
+    if ds.has_coarse:
+        lines += [
+            "",
+            "superclass_accuracy: fine predictions mapped to their superclass (a wrong class "
+            f"inside the right superclass counts), {len(ds.coarse_names)} superclasses. "
+            "top10_confusions_within_superclass: of the ten most frequent mistakes (true class, "
+            "predicted class), weighted by count, the share whose two classes share a "
+            "superclass (by chance: 4 of 99 other classes, 4%).",
+        ]
     if "vgg16" in names:
         vmeta = out.read_meta("vgg16")
         lines += ["", f"VGG16 weights: {vmeta.get('weights_source')}."]
@@ -193,12 +251,22 @@ def confused_pairs_table(out, top: int = 5) -> pd.DataFrame:
             frames.append(pd.read_csv(f).head(top).assign(model=name))
     if not frames:
         raise CifarlabError(f"no confused-pairs tables in {out.reports_dir}; run evaluate first")
-    return pd.concat(frames, ignore_index=True)[["model", "true", "predicted", "count"]]
+    table = pd.concat(frames, ignore_index=True)
+    cols = ["model", "true", "predicted", "count"]
+    return table[cols + (["same_superclass"] if "same_superclass" in table else [])]
 
 
 def per_class_table(out, name: str) -> pd.DataFrame:
     """Precision, recall and F1 per class of one evaluated model."""
-    f = layout(out).per_class(name)
+    return _read_report(layout(out).per_class(name))
+
+
+def per_superclass_table(out, name: str) -> pd.DataFrame:
+    """Precision, recall and F1 per superclass of one evaluated model (CIFAR-100)."""
+    return _read_report(layout(out).per_superclass(name))
+
+
+def _read_report(f: Path) -> pd.DataFrame:
     if not f.is_file():
-        raise CifarlabError(f"{f} not found; run evaluate first")
+        raise CifarlabError(f"{f} not found; run evaluate first (on a dataset with superclasses)")
     return pd.read_csv(f)

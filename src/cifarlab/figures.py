@@ -106,6 +106,8 @@ def confusion_matrices(name: str, y, pred, ds: Dataset, out: Layout) -> list[Pat
     )
     if big:
         ax.tick_params(labelsize=5)
+    if ds.has_coarse:
+        _mark_superclasses(ax, ds.fine_to_coarse[order], ds.coarse_names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(
@@ -137,6 +139,25 @@ def confusion_matrices(name: str, y, pred, ds: Dataset, out: Layout) -> list[Pat
         ax.set_title(f"{name}: superclass confusion matrix, row-normalised")
         files.append(save_figure(fig, out.figure("confusion_coarse", name)))
     return files
+
+
+def _mark_superclasses(ax, coarse_of_row: np.ndarray, coarse_names: list[str]) -> None:
+    """Outline each superclass's diagonal block and name it above the matrix."""
+    bounds = np.flatnonzero(np.diff(coarse_of_row)) + 1
+    edges = np.concatenate([[0], bounds, [len(coarse_of_row)]])
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        ax.add_patch(
+            plt.Rectangle((lo, lo), hi - lo, hi - lo, fill=False, edgecolor="tab:red", lw=0.8)
+        )
+    for b in bounds:
+        ax.axhline(b, color="0.6", lw=0.4)
+        ax.axvline(b, color="0.6", lw=0.4)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks((edges[:-1] + edges[1:]) / 2)
+    top.set_xticklabels(
+        [coarse_names[c] for c in coarse_of_row[edges[:-1]]], rotation=60, ha="left", fontsize=7
+    )
+    top.tick_params(length=0)
 
 
 def class_balance(ds: Dataset, split, path: Path) -> Path:

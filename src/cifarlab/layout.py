@@ -92,6 +92,9 @@ class Layout:
     def confused_pairs(self, name: str) -> Path:
         return self.reports_dir / f"confused_pairs_{name}.csv"
 
+    def per_superclass(self, name: str) -> Path:
+        return self.reports_dir / f"per_superclass_{name}.csv"
+
     def figure(self, kind: str, name: str | None = None) -> Path:
         """``reports/figures/<kind>_<name>.png`` (or ``<kind>.png`` for series figures)."""
         return self.figures_dir / (f"{kind}_{name}.png" if name else f"{kind}.png")

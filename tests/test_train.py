@@ -73,6 +73,33 @@ def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, 
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
 
 
+def test_a_model_trained_in_mixed_bfloat16_is_saved_to_predict_in_float32(tmp_path):
+    """Mixed precision is a training choice: the saved model computes in float32."""
+    import keras
+
+    x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("uint8")
+    cfg = _cfg("tuned", batch_size=8)
+    try:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        m = models.build(cfg)  # (the policy, not the training, is what is saved)
+        in_bf16 = m.predict(x, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    evidence.inference_in_float32(m).save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    stack, policies = [loaded], set()
+    while stack:
+        layer = stack.pop()
+        policies.add(layer.dtype_policy.name)
+        stack.extend(getattr(layer, "layers", []))
+    assert policies == {"float32"}
+    reference = models.build(cfg)  # built under float32, the trained weights
+    reference.set_weights(m.get_weights())
+    want = reference.predict(x, verbose=0)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), want, atol=1e-5)
+    assert np.abs(in_bf16 - want).max() > 1e-4  # bfloat16 really computed differently
+
+
 def test_models_normalise_raw_pixels_with_the_training_statistics():
     cfg = _cfg("baseline")  # mean (125, 123, 114), std (63, 62, 66)
     norm = models.build(cfg).get_layer("normalize")

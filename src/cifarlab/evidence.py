@@ -114,9 +114,23 @@ def write_artifacts(
         with open(tmp, "wb") as f:
             np.save(f, hist, allow_pickle=False)
     with atomic_path(out.model(name)) as tmp:
-        model.save(str(tmp))
+        inference_in_float32(model).save(str(tmp))
     write_json(out.meta(name), meta, indent=2, default=_json_default)
     return meta
+
+
+def inference_in_float32(model: keras.Model) -> keras.Model:
+    """Set every layer's dtype policy to float32 (nested models included), so that the
+    saved model predicts in float32 on every backend whatever precision it trained in:
+    mixed precision is a training choice. The variables are float32 under a mixed policy
+    already; only the computation changes."""
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if layer.dtype_policy.name != "float32":
+            layer.dtype_policy = "float32"
+        stack.extend(getattr(layer, "layers", []))
+    return model
 
 
 def _json_default(o):

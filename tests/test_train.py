@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifarlab import config, data, evidence, models, recipe, train, transfer, tune
+from cifarlab import config, data, evidence, inference, models, recipe, train, transfer, tune
 from cifarlab.errors import CifarlabError
 
 BACKENDS = [
@@ -46,7 +46,7 @@ def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, 
     new process loads each model and predicts exactly the same probabilities."""
     code = f"""
         import numpy as np, keras
-        from cifarlab import config, models, recipe
+        from cifarlab import config, evidence, models, recipe
         x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("uint8")
         y = np.arange(16) % 10
         for name in ("baseline", "overfit", "tuned", "vgg16"):
@@ -55,8 +55,9 @@ def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, 
             m = models.build_vgg16(cfg, weights="none") if name == "vgg16" else models.build(cfg)
             recipe.compile_model(m, cfg, 2)
             m.fit(x, recipe.one_hot(y, 10), epochs=1, steps_per_epoch=1, batch_size=8, verbose=0)
-            m.save(r"{tmp_path}/" + name + ".keras")
-            np.save(r"{tmp_path}/" + name + ".npy", m.predict(x, verbose=0))
+            saved = evidence.model_for_saving(m, cfg)  # tuned: test-time flip inside
+            saved.save(r"{tmp_path}/" + name + ".keras")
+            np.save(r"{tmp_path}/" + name + ".npy", saved.predict(x, verbose=0))
         np.save(r"{tmp_path}/x.npy", x)
     """
     r = _py(code, {"KERAS_BACKEND": backend})
@@ -98,6 +99,28 @@ def test_a_model_trained_in_mixed_bfloat16_is_saved_to_predict_in_float32(tmp_pa
     want = reference.predict(x, verbose=0)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), want, atol=1e-5)
     assert np.abs(in_bf16 - want).max() > 1e-4  # bfloat16 really computed differently
+
+
+def test_test_time_flip_averaging_is_part_of_the_saved_forward_pass(tmp_path):
+    """tuned's reported figure averages each image and its mirror: plain Keras predict on
+    the saved file gives exactly that average, and the wrapper unwraps to the network."""
+    import keras
+
+    x = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3)).astype("uint8")
+    cfg = _cfg("tuned")
+    assert cfg.tta_flip
+    net = models.build(cfg)
+    evidence.model_for_saving(net, cfg).save(tmp_path / "t.keras")
+    loaded = keras.saving.load_model(tmp_path / "t.keras", safe_mode=True)
+    want = (net.predict(x, verbose=0) + net.predict(x[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), want, atol=1e-6)
+    assert abs(want - net.predict(x, verbose=0)).max() > 1e-4  # the mirror changes something
+    assert models.has_flip_averaging(loaded)
+    assert models.network(loaded).get_layer("normalize") is not None
+    # predicting "with TTA" through the library does not mirror twice
+    np.testing.assert_allclose(inference.predict_proba(loaded, x, tta_flip=True), want, atol=1e-6)
+    no_tta = _cfg("baseline")
+    assert not models.has_flip_averaging(evidence.model_for_saving(models.build(no_tta), no_tta))
 
 
 def test_models_normalise_raw_pixels_with_the_training_statistics():

@@ -216,7 +216,9 @@ def results_markdown(table: pd.DataFrame, ds: Dataset, names: list[str], out: La
         "",
         "Accuracy is the measure (the classes are balanced). top-5: the true class among the five "
         "most probable. train_val_gap: final-epoch training accuracy minus validation accuracy. "
-        "tta_flip: predictions averaged over each image and its mirror image.",
+        "tta_flip: predictions averaged over each image and its mirror image, inside the saved "
+        "model's forward pass (plain Keras `load_model(...).predict(raw pixels)` gives these "
+        "figures). Saved models compute in float32 whatever precision they trained in.",
     ]
     if ds.has_coarse:
         lines += [

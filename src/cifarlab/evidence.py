@@ -114,7 +114,7 @@ def write_artifacts(
         with open(tmp, "wb") as f:
             np.save(f, hist, allow_pickle=False)
     with atomic_path(out.model(name)) as tmp:
-        inference_in_float32(model).save(str(tmp))
+        model_for_saving(model, cfg).save(str(tmp))
     write_json(out.meta(name), meta, indent=2, default=_json_default)
     return meta
 
@@ -131,6 +131,15 @@ def inference_in_float32(model: keras.Model) -> keras.Model:
             layer.dtype_policy = "float32"
         stack.extend(getattr(layer, "layers", []))
     return model
+
+
+def model_for_saving(model: keras.Model, cfg: TrainConfig) -> keras.Model:
+    """What is saved: the model computing in float32, wrapped with test-time flip
+    averaging when ``cfg.tta_flip`` (so plain Keras predicts the reported figure)."""
+    from cifarlab.models import with_flip_averaging
+
+    model = inference_in_float32(model)
+    return with_flip_averaging(model) if cfg.tta_flip else model
 
 
 def _json_default(o):

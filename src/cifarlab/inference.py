@@ -24,6 +24,7 @@ from cifarlab.config import MODELS
 from cifarlab.data import Dataset, cache_dir, load_dataset, stratified_subset
 from cifarlab.errors import CifarlabError
 from cifarlab.layout import Layout, atomic_path, layout
+from cifarlab.models import has_flip_averaging
 
 
 def load_model(path: str | Path) -> tuple[keras.Model, dict]:
@@ -116,7 +117,9 @@ def evaluation_images(ds: Dataset, meta: dict) -> tuple[np.ndarray, np.ndarray]:
 def predict_proba(
     model: keras.Model, x: np.ndarray, tta_flip: bool = False, batch_size: int = 256
 ) -> np.ndarray:
-    """Class probabilities; with ``tta_flip`` averaged over each image and its mirror."""
+    """Class probabilities; with ``tta_flip`` averaged over each image and its mirror
+    (unless the model does that itself: cifarlab.models.with_flip_averaging)."""
+    tta_flip = tta_flip and not has_flip_averaging(model)
     p = model.predict(x, batch_size=batch_size, verbose=0)
     if tta_flip:
         p = (p + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2

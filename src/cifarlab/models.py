@@ -22,6 +22,9 @@ Layer-name contract (cifarlab.visualize and cifarlab.transfer rely on it):
 - VGG16 keeps keras.applications' names ``block1_conv1`` ... ``block5_pool``, preceded
   by ``rgb_to_bgr`` (a fixed 1x1 convolution) and followed by ``head_*`` layers;
   :func:`vgg16_parts` cuts at ``block<k>_pool``.
+
+A model saved with test-time flip averaging (``tta_flip``) is that network wrapped by
+:func:`with_flip_averaging`; :func:`network` unwraps it.
 """
 
 from __future__ import annotations
@@ -360,6 +363,46 @@ def load_vgg16_weights(base: keras.Model, path: str) -> None:
 
 def _natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+# --------------------------------------------------------------------------- test-time flip
+
+FLIP_AVERAGE = "flip_average"  # the name of the averaging layer of a wrapped model
+
+
+def with_flip_averaging(model: keras.Model) -> keras.Model:
+    """``model`` wrapped so that its forward pass averages the predictions for each image
+    and its mirror image (test-time augmentation inside the saved model: plain Keras
+    ``predict`` gives the reported figure). Built-in layers only: the mirror is a frozen
+    0/1 Dense layer along the width axis (exact), so it loads in safe mode on every
+    backend. :func:`network` returns the model inside."""
+    width = model.input_shape[2]
+    pixels = keras.Input(model.input_shape[1:], name="pixels")
+    x = layers.Permute((1, 3, 2), name="mirror_to_columns")(pixels)  # (H, C, W)
+    x = layers.Dense(
+        width,
+        use_bias=False,
+        trainable=False,
+        kernel_initializer=keras.initializers.Constant(np.eye(width)[::-1]),
+        name="mirror",
+        dtype="float32",
+    )(x)
+    mirrored = layers.Permute((1, 3, 2), name="mirror_to_pixels")(x)
+    out = layers.Average(name=FLIP_AVERAGE, dtype="float32")([model(pixels), model(mirrored)])
+    return keras.Model(pixels, out, name=f"{model.name}_flip_averaged")
+
+
+def network(model: keras.Model) -> keras.Model:
+    """The network itself: the model inside a :func:`with_flip_averaging` wrapper, else
+    ``model`` (the layer-name contract above holds for what this returns)."""
+    names = [layer.name for layer in model.layers]
+    if FLIP_AVERAGE in names:
+        return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    return model
+
+
+def has_flip_averaging(model: keras.Model) -> bool:
+    return network(model) is not model
 
 
 def build(config: TrainConfig, **kw) -> keras.Model:

@@ -27,6 +27,7 @@ from cifarlab import figures as fig_mod
 from cifarlab.figures import plt, save_figure
 from cifarlab.inference import Predictions, dataset_for, predict_test, trained_models
 from cifarlab.layout import Layout, layout, write_json
+from cifarlab.models import network
 
 # re-exported for the notebooks: one import gives every figure
 show = fig_mod.show
@@ -276,7 +277,8 @@ def confusion_all(out, dataset=None, models: list[str] | None = None) -> list[Pa
 
 def model_figures(pred: Predictions, class_names: list[str], out: Layout) -> list[Path]:
     """Filters, feature maps, activation patterns, predictions, mistakes and Grad-CAM."""
-    name, model, x, y, probs = pred.name, pred.model, pred.x, pred.y, pred.probs
+    name, x, y, probs = pred.name, pred.x, pred.y, pred.probs
+    model = network(pred.model)  # the layers inside a test-time-flip wrapper
     return [
         filters(name, model, out.figure("filters", name)),
         feature_maps(name, model, x[0], class_names[y[0]], out.figure("feature_maps", name)),

@@ -95,6 +95,20 @@ def test_executed_notebooks_show_their_figures_inline(executed, name, min_images
     assert len(images) >= min_images
 
 
+def test_training_in_a_notebook_prints_one_line_per_epoch_not_a_redrawn_bar(executed):
+    out, _ = executed
+    nb = nbformat.read(out / "reports" / "notebooks" / "TrainingModels.ipynb", as_version=4)
+    text = "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "stream"
+    )
+    assert "Epoch 1/" in text and " - val_accuracy: " in text
+    assert "\x08" not in text and "\r" not in text  # a redrawn bar leaves these frame by frame
+
+
 def test_executed_test_notebook_table_equals_results_csv(executed):
     out, _ = executed
     nb = nbformat.read(out / "reports" / "notebooks" / "TestModels.ipynb", as_version=4)

@@ -123,6 +123,13 @@ def test_test_time_flip_averaging_is_part_of_the_saved_forward_pass(tmp_path):
     assert not models.has_flip_averaging(evidence.model_for_saving(models.build(no_tta), no_tta))
 
 
+def test_progress_is_a_bar_in_a_terminal_and_silent_when_off():
+    from cifarlab import callbacks
+
+    assert not callbacks.in_notebook()
+    assert callbacks.keras_verbose(True) == 1 and callbacks.keras_verbose(False) == 0
+
+
 def test_models_normalise_raw_pixels_with_the_training_statistics():
     cfg = _cfg("baseline")  # mean (125, 123, 114), std (63, 62, 66)
     norm = models.build(cfg).get_layer("normalize")

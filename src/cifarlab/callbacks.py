@@ -122,6 +122,21 @@ def restore_best(model: keras.Model, path: Path) -> bool:
         return False
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (papermill's included)."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def keras_verbose(progress: bool) -> int:
+    """Keras' ``verbose`` for ``fit``/``predict``: a progress bar in a terminal, one line
+    per epoch in a notebook (a bar redrawn every step would be stored in the executed
+    notebook frame by frame), nothing when ``progress`` is off."""
+    if not progress:
+        return 0
+    return 2 if in_notebook() else 1
+
+
 def tensorboard(logdir: Path) -> keras.callbacks.Callback | None:
     """TensorBoard logs where TensorFlow is installed (not on JAX/torch-only machines)."""
     try:

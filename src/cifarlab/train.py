@@ -82,7 +82,7 @@ def fit(
         initial_epoch=first,
         validation_data=(x_val, one_hot(y_val, cfg.num_classes)),
         callbacks=[c for c in (stop, best, board, backup) if c],  # the backup comes last
-        verbose=1 if progress else 0,
+        verbose=callbacks.keras_verbose(progress),
     )
     return backup.records
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cifarlab.callbacks import restore_best
+from cifarlab.callbacks import keras_verbose, restore_best
 from cifarlab.config import TrainConfig
 from cifarlab.data import Split
 from cifarlab.layout import atomic_path
@@ -83,7 +83,7 @@ def cached_features(
     if mirror:
         inputs["train_mirror"] = split.x_train[:, :, ::-1]  # NHWC: flip the width
     out = {
-        k: features.predict(x, batch_size=batch_size, verbose=1 if progress else 0)
+        k: features.predict(x, batch_size=batch_size, verbose=keras_verbose(progress))
         for k, x in inputs.items()
     }
     with atomic_path(f) as tmp:

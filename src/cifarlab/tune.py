@@ -25,6 +25,7 @@ import keras_tuner as kt
 import numpy as np
 
 from cifarlab import config as cfgmod
+from cifarlab.callbacks import keras_verbose
 from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset, load_dataset, prepare, stratified_subset
 from cifarlab.errors import CifarlabError
@@ -184,7 +185,7 @@ def run_search(
         flush=True,
     )
     t0 = time.time()
-    tuner.search(x, y, validation_data=(xv, yv), verbose=1 if progress else 0)
+    tuner.search(x, y, validation_data=(xv, yv), verbose=keras_verbose(progress))
     if role.startswith("worker"):
         # KerasTuner's chief/worker mode: the chief's oracle hands out trials and keeps
         # the results; a worker only reports its share.

@@ -214,4 +214,4 @@ def series(tmp_path_factory):
            "--profile", "smoke", "--out", str(out), "--vgg16-weights", "offline", "--quiet"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return {"out": out, "data": REAL_DATA, "env": env, "log": r.stdout}
+    return {"out": out, "data": REAL_DATA, "env": env, "log": r.stdout, "stderr": r.stderr}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,15 @@ def test_executed_notebooks_show_their_figures_inline(executed, name, min_images
         if "image/png" in o.get("data", {})
     ]
     assert len(images) >= min_images
+
+
+def test_a_series_that_succeeds_prints_nothing_that_reads_like_an_error(series):
+    """The kernels' standard error (TensorFlow's start-up lines, a CUDA "ERROR" among them
+    on a machine without a GPU) goes to a log beside each executed notebook."""
+    noisy = [ln for ln in series["stderr"].splitlines() if re.search(r"error|fail", ln, re.I)]
+    assert not noisy, noisy[:5]
+    logs = sorted(p.name for p in (series["out"] / "reports" / "notebooks").glob("*.log"))
+    assert logs == sorted(f"{n}.log" for n in NOTEBOOKS)
 
 
 def test_training_in_a_notebook_prints_one_line_per_epoch_not_a_redrawn_bar(executed):

@@ -1,13 +1,15 @@
 """Execute the four notebooks in order with papermill (what `make run` does).
 
 Executed copies, with their outputs and figures, go to the layout's notebooks folder
-(cifarlab.layout).
+(cifarlab.layout), each with a ``.log`` of what its kernel wrote to standard error.
 A failing cell stops the series with one line naming the notebook and the cell.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +25,24 @@ def notebooks_dir() -> Path:
     if (here / f"{ORDER[0]}.ipynb").is_file():
         return here
     raise CifarlabError("notebooks/ not found: run from a checkout of the cifarlab repository")
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path):
+    """Send this process's standard error (file descriptor 2, so the kernels it starts
+    too) to ``path`` for the duration: TensorFlow's C++ start-up lines (a CUDA
+    "failed call to cuInit" ERROR on any machine without a GPU) would read like a failure
+    in the terminal. Nothing is lost: the log sits beside the executed notebook."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as f:
+            os.dup2(f.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def run_notebooks(
@@ -64,16 +84,19 @@ def run_notebooks(
         target = layout.executed_notebook(name)
         print(f"[{i}/{len(names)}] {name}.ipynb -> {target}", flush=True)
         t0 = time.time()
+        log = target.with_suffix(".log")
         try:
-            pm.execute_notebook(
-                str(src / f"{name}.ipynb"),
-                str(target),
-                parameters=params,
-                kernel_name=kernel,
-                cwd=str(src),
-                progress_bar=progress,
-                log_output=False,
-            )
+            with _stderr_to(log):  # the kernel inherits it: TensorFlow's start-up lines
+                pm.execute_notebook(
+                    str(src / f"{name}.ipynb"),
+                    str(target),
+                    parameters=params,
+                    kernel_name=kernel,
+                    cwd=str(src),
+                    # the bar stays in the terminal (standard error goes to the log)
+                    progress_bar={"file": sys.stdout, "desc": name} if progress else False,
+                    log_output=False,
+                )
         except pm.PapermillExecutionError as exc:
             raise CifarlabError(
                 f"notebook {name}.ipynb failed in cell {exc.exec_count} (index {exc.cell_index}): "
@@ -83,6 +106,11 @@ def run_notebooks(
         except NoSuchKernel:
             raise CifarlabError(
                 f"Jupyter kernel '{kernel}' not found; run `make setup` to register it"
+            ) from None
+        except RuntimeError as exc:  # nbclient's DeadKernelError and kin
+            raise CifarlabError(
+                f"notebook {name}.ipynb stopped: {type(exc).__name__}: {str(exc)[:200]}; "
+                f"the kernel's own messages are in {log}"
             ) from None
         print(f"      done in {time.time() - t0:.0f} s", flush=True)
         done.append(target)

@@ -44,7 +44,7 @@ series: setup
 
 # Throughput of every model on every installed backend, appended to BENCHMARKS.md.
 bench: setup
-	$(BIN)/python -m cifarlab bench --profile $(or $(PROFILE),cpu) --dataset $(DATASET) --markdown BENCHMARKS.md
+	$(BIN)/python -m cifarlab bench --profile $(or $(PROFILE),cpu) --dataset $(DATASET) --markdown BENCHMARKS.md --kernel-vs-process
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

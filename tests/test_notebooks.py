@@ -168,3 +168,24 @@ def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
     assert "not found" in last and "Traceback" not in r.stderr
     assert "[1/4] TrainingModels.ipynb" in r.stdout and "[2/4]" not in r.stdout  # stopped there
     json.loads((tmp_path / "reports" / "notebooks" / "TrainingModels.ipynb").read_text())
+
+
+def test_bench_times_the_same_training_in_a_process_and_in_a_notebook_kernel():
+    from cifarlab import bench, notebooks
+
+    k = notebooks.kernel_vs_process("baseline", "smoke", steps=2, epochs=1)
+    assert k["process_s"] > 0 and k["kernel_s"] > 0
+    assert k["ratio"] == pytest.approx(k["kernel_s"] / k["process_s"])
+    result = {
+        "command": "cifarlab bench",
+        "date": "2026-11-22",
+        "hardware": {"processor": "cpu", "cpu_count": 2, "gpu": False},
+        "versions": {"python": "3.11", "keras": "3"},
+        "profile": "smoke",
+        "steps": 2,
+        "matmul_gflops": 100.0,
+        "rows": [],
+        "pipeline": {},
+        "kernel_vs_process": k,
+    }
+    assert f"ratio **{k['ratio']:.3f}**" in bench.markdown(result)

@@ -218,6 +218,7 @@ def run_bench(
     steps: int = 20,
     dataset: str | None = None,
     out: str | Path = ".",
+    kernel: bool = False,
 ) -> dict:
     from cifarlab.errors import CifarlabError
     from cifarlab.evidence import environment
@@ -254,6 +255,12 @@ def run_bench(
         res = json.loads(line.removeprefix("BENCH-JSON "))
         rows += res["rows"]
         pipeline.update(res["pipeline"])
+    kvp = None
+    if kernel:  # the notebook kernel's tax on training, if any (cifarlab.notebooks)
+        from cifarlab.notebooks import kernel_vs_process
+
+        print("timing the same training in a process and in a notebook kernel ...", flush=True)
+        kvp = kernel_vs_process("tuned", profile, steps=steps, epochs=2)
     for row in rows:
         gf = 3 * row["forward_mflops_per_image"] * row["train_images_per_s"] / 1e3
         row["train_gflops"] = gf
@@ -272,6 +279,7 @@ def run_bench(
         "matmul_gflops": roof,
         "pipeline": pipeline,
         "rows": rows,
+        "kernel_vs_process": kvp,
         **environment(),
     }
     write_json(Layout(out).bench, result, indent=2)
@@ -376,5 +384,14 @@ def markdown(result: dict) -> str:
             "Input pipeline alone: "
             + ", ".join(f"{k.replace('_', ' ')} {v:,.0f}" for k, v in p.items())
             + ".",
+        ]
+    k = result.get("kernel_vs_process")
+    if k:
+        lines += [
+            "",
+            f"The same training ({k['model']}, {k['epochs']} epochs x {k['steps_per_epoch']} "
+            f"steps with validation, the library's `fit`): {k['process_s']:.1f} s in a process, "
+            f"{k['kernel_s']:.1f} s in a notebook kernel (papermill): ratio "
+            f"**{k['ratio']:.3f}**.",
         ]
     return "\n".join(lines) + "\n"

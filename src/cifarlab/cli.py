@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dataset", default=None, help="an image archive to time JPEG decoding on")
     b.add_argument("--out", default=".", help="output root of the bench's JSON record")
     b.add_argument("--markdown", default=None, help="append the table to this Markdown file")
+    b.add_argument(
+        "--kernel-vs-process",
+        action="store_true",
+        help="also time the same training in a process and in a notebook kernel",
+    )
 
     c = sub.add_parser("config", help="every setting a model trains with on a profile")
     c.add_argument("model", help=f"one of {', '.join(MODELS)}")
@@ -260,6 +265,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.steps,
             args.dataset,
             args.out,
+            kernel=args.kernel_vs_process,
         )
         table = bench.markdown(result)
         print(table)

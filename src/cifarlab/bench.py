@@ -28,6 +28,8 @@ import numpy as np
 from cifarlab.config import MODELS
 
 BACKENDS = ("tensorflow", "jax", "torch")
+#: Normalisation statistics for the random uint8 images the measurements train on.
+RANDOM_IMAGE_STATS = dict(mean=[125.3, 123.0, 113.9], std=[63.0, 62.1, 66.7])
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -87,9 +89,7 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
         plan += [(name, "float32") for name in models if name in ("baseline", "tuned")]
     for name, precision in plan:
         recipe.set_precision(precision)
-        cfg = config.model_config(name, profile).replace(
-            mean=[125.3, 123.0, 113.9], std=[63.0, 62.1, 66.7], num_classes=100
-        )
+        cfg = config.model_config(name, profile).replace(**RANDOM_IMAGE_STATS, num_classes=100)
         if name == "vgg16":
             cfg = cfg.replace(hp={**cfg.hp, "image_size": 32})
         model = mdl.build_vgg16(cfg, weights="none") if name == "vgg16" else mdl.build(cfg)

@@ -270,5 +270,5 @@ def per_superclass_table(out, name: str) -> pd.DataFrame:
 
 def _read_report(f: Path) -> pd.DataFrame:
     if not f.is_file():
-        raise CifarlabError(f"{f} not found; run evaluate first (on a dataset with superclasses)")
+        raise CifarlabError(f"{f} not found; run evaluate first")
     return pd.read_csv(f)

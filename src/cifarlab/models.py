@@ -395,8 +395,7 @@ def with_flip_averaging(model: keras.Model) -> keras.Model:
 def network(model: keras.Model) -> keras.Model:
     """The network itself: the model inside a :func:`with_flip_averaging` wrapper, else
     ``model`` (the layer-name contract above holds for what this returns)."""
-    names = [layer.name for layer in model.layers]
-    if FLIP_AVERAGE in names:
+    if any(layer.name == FLIP_AVERAGE for layer in model.layers):
         return next(layer for layer in model.layers if isinstance(layer, keras.Model))
     return model
 

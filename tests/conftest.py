@@ -28,6 +28,15 @@ settings.register_profile("thorough", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs on two workers (pytest-xdist, --dist loadgroup). The smoke series
+    is a session fixture that takes minutes: every test that uses it joins one group, so
+    one worker runs the series once while the other takes the rest of the suite."""
+    for item in items:
+        if "series" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("series"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory, monkeypatch):
     """Never touch the user's ~/.keras or ~/.cache, never download in tests."""

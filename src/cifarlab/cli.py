@@ -2,6 +2,7 @@
 
 User mistakes (CifarlabError) are printed as one line on stderr with exit status 2;
 Ctrl-C exits with 130 after the training loop has saved a resumable state.
+The console script and ``python -m cifarlab`` enter through :func:`entry`.
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             "again to resume",
             file=sys.stderr,
         )
-        return 130
+        return INTERRUPTED
     except OSError as exc:  # a full disk, a read-only or vanished folder: the machine, not a bug
         print(
             f"cifarlab: error: cannot read or write a file: {_os_error_line(exc)}; completed "
@@ -215,6 +216,31 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+INTERRUPTED = 130
+
+
+def entry() -> None:
+    """The console script and ``python -m cifarlab``: :func:`main`, then exit.
+
+    After Ctrl-C the process leaves without the interpreter's shutdown. An interrupted
+    training can leave TensorFlow's own threads (the input pipeline's prefetch, the
+    executor) running while Python tears down the modules they call into, and that
+    can crash (a SIGSEGV, status -11, was seen in CI): the user would see
+    a segmentation fault instead of the message and status 130. Nothing is lost by
+    skipping the shutdown: every file a resume reads is written whole (temporary name,
+    then rename) before the epoch counts as done, and the streams are flushed here.
+    """
+    code = main()
+    if code == INTERRUPTED:
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

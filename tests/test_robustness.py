@@ -214,6 +214,20 @@ def test_bad_input_is_one_clear_line_without_traceback(bad_inputs, case):
     assert expected in lines[0] and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("case", sorted(set(BAD) - {"non-integer seed", "unknown command"}))
+def test_a_mistake_is_answered_before_the_backend_loads(bad_inputs, case, monkeypatch, capsys):
+    """Keras takes seconds to start: none of these mistakes waits for it."""
+    from cifarlab import cli
+
+    def no_backend():
+        raise AssertionError("the backend was loaded before the mistake was found")
+
+    monkeypatch.setattr(cli, "_load_backend", no_backend)
+    args, expected = BAD[case]
+    assert cli.main([a.format(t=bad_inputs) for a in args]) == 2
+    assert expected in capsys.readouterr().err
+
+
 def test_predict_on_an_unknown_class_model_is_refused_on_the_command_line(tmp_path):
     from PIL import Image
 

@@ -264,6 +264,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             cfg["note"] = "the search's winner replaces the searched fields (cifarlab tune)"
         print(json.dumps(cfg, indent=2))
         return 0
+    _check_before_backend(args)
     _load_backend()
     if args.command == "predict":
         from cifarlab.predict import predict_files
@@ -349,6 +350,31 @@ def _dispatch(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
         )
     return 0
+
+
+def _check_before_backend(args: argparse.Namespace) -> None:
+    """The mistakes that need no Keras, answered before the backend takes its seconds to
+    start: counts below 1, a dataset path, images or a model file that does not exist,
+    an output folder without models."""
+    for flag in ("epochs", "batch_size", "max_trials", "top_k"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise CifarlabError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    if args.command == "predict":
+        from cifarlab.images import load_image_file
+        from cifarlab.inference import check_model_file
+
+        for image in args.images:  # read now, and again (cheap) when predicting
+            load_image_file(image)
+        check_model_file(args.model)
+    elif args.command in ("evaluate", "visualize"):
+        from cifarlab.inference import trained_models
+
+        trained_models(args.out, args.models)
+    if getattr(args, "dataset", None) and args.command != "bench":
+        from cifarlab.data import dataset_path
+
+        dataset_path(args.dataset)
 
 
 def _data_info(args: argparse.Namespace) -> int:

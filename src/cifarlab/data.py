@@ -171,22 +171,14 @@ def prepare(dataset, cfg, seed: int, progress: bool = True):
 # --------------------------------------------------------------------------- loading
 
 
-def load_dataset(
-    spec: str = "cifar100", *, use_cache: bool = True, progress: bool = True
-) -> Dataset:
-    """Load the dataset named by ``spec`` (see the module docstring)."""
+def dataset_path(spec: str) -> Path | None:
+    """The existing file or folder a dataset spec names; None for an official dataset's
+    name (cifar100, cifar10); one clear error for a path that does not exist."""
     spec = str(spec).strip()
     if not spec:
         raise DataError("empty dataset spec: use cifar100, cifar10, or a path")
-    key = spec.lower()
-    if key in archives.OFFICIAL_ARCHIVES:
-        source = archives.find_or_download(key, progress=progress)
-        if source.is_dir():
-            return _cached(
-                source, spec, lambda: archives.read_official_folder(source, key), use_cache
-            )
-        return _cached(source, spec, lambda: archives.read_official_archive(source), use_cache)
-
+    if spec.lower() in archives.OFFICIAL_ARCHIVES:
+        return None
     try:
         path = Path(spec).expanduser()
         exists = path.exists()
@@ -197,6 +189,23 @@ def load_dataset(
             f"dataset '{spec}' not found: use cifar100, cifar10, or the path of an official "
             "CIFAR archive or of an image folder (train/<class>/*, test/<class>/*)"
         )
+    return path
+
+
+def load_dataset(
+    spec: str = "cifar100", *, use_cache: bool = True, progress: bool = True
+) -> Dataset:
+    """Load the dataset named by ``spec`` (see the module docstring)."""
+    path = dataset_path(spec)
+    spec = str(spec).strip()
+    if path is None:
+        key = spec.lower()
+        source = archives.find_or_download(key, progress=progress)
+        if source.is_dir():
+            return _cached(
+                source, spec, lambda: archives.read_official_folder(source, key), use_cache
+            )
+        return _cached(source, spec, lambda: archives.read_official_archive(source), use_cache)
     if path.is_dir():
         kind = archives.official_kind_of_folder(path)
         if kind:

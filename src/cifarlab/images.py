@@ -69,8 +69,8 @@ def image_to_array(data: bytes, size: int = IMAGE_SIZE, what: str = "image") -> 
         raise UnsafeInputError(
             f"{what}: refused as a possible decompression bomb ({exc})"
         ) from None
-    except UnidentifiedImageError as exc:
-        raise DataError(f"{what}: not a readable image ({exc})") from None
+    except UnidentifiedImageError:  # PIL's message names only its in-memory buffer
+        raise DataError(f"{what}: not a readable image (no image format recognised)") from None
     except (
         OSError,
         SyntaxError,

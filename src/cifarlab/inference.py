@@ -6,6 +6,10 @@ when its config says so) and caches the probabilities by the model file's and th
 dataset's checksums, so evaluation and the figures of one run share one prediction,
 in one process or across the notebooks' kernels. Evaluation (cifarlab.evaluate),
 figures (cifarlab.visualize) and ``cifarlab predict`` all go through here.
+
+Keras is imported where a model is loaded, not with this module: the command line
+checks model files and output folders (:func:`check_model_file`,
+:func:`trained_models`) before the backend takes its seconds to start.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from cifarlab.archives import file_digest
@@ -24,7 +28,19 @@ from cifarlab.config import MODELS
 from cifarlab.data import Dataset, cache_dir, load_dataset, stratified_subset
 from cifarlab.errors import CifarlabError
 from cifarlab.layout import Layout, atomic_path, layout
-from cifarlab.models import has_flip_averaging
+
+if TYPE_CHECKING:
+    import keras
+
+
+def check_model_file(path: str | Path) -> Path:
+    """The path of an existing ``.keras`` file, or one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CifarlabError(f"model file '{path}' not found (train it with `cifarlab train`)")
+    if path.suffix != ".keras":
+        raise CifarlabError(f"'{path}' is not a .keras model file")
+    return path
 
 
 def load_model(path: str | Path) -> tuple[keras.Model, dict]:
@@ -33,11 +49,9 @@ def load_model(path: str | Path) -> tuple[keras.Model, dict]:
     Safe mode refuses Lambda layers (arbitrary code); unknown classes are refused too.
     Both become one clear error, never a traceback.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CifarlabError(f"model file '{path}' not found (train it with `cifarlab train`)")
-    if path.suffix != ".keras":
-        raise CifarlabError(f"'{path}' is not a .keras model file")
+    import keras
+
+    path = check_model_file(path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except (ValueError, TypeError) as exc:
@@ -119,6 +133,8 @@ def predict_proba(
 ) -> np.ndarray:
     """Class probabilities; with ``tta_flip`` averaged over each image and its mirror
     (unless the model does that itself: cifarlab.models.with_flip_averaging)."""
+    from cifarlab.models import has_flip_averaging
+
     tta_flip = tta_flip and not has_flip_averaging(model)
     p = model.predict(x, batch_size=batch_size, verbose=0)
     if tta_flip:

@@ -54,7 +54,7 @@ batch_size = None  # None: the profile's batch size
 # %%
 import pandas as pd
 
-from cifarlab import evaluate, visualize
+from cifarlab import course, evaluate, visualize
 
 pd.set_option("display.precision", 4)
 
@@ -103,3 +103,14 @@ if "superclass_accuracy" in table:
 else:
     shown = "this dataset has no superclasses"
 shown
+
+# %% [markdown]
+# ## Reading the results
+# Written from the numbers above (reports/results.csv and the confused pairs), not
+# by hand: which model wins and by how much, how far the overfitting model's training
+# accuracy runs ahead of its validation accuracy, where the best model errs.
+
+# %%
+from IPython.display import Markdown  # noqa: E402
+
+Markdown(course.reading(out))

@@ -52,7 +52,7 @@ epochs = None  # None: the profile's epochs
 batch_size = None  # None: the profile's batch size
 
 # %%
-from cifarlab import config, data, evidence, train, tune, visualize
+from cifarlab import config, course, data, evidence, train, tune, visualize
 
 profile = config.resolve_profile(profile)
 overrides = {"epochs": epochs, "batch_size": batch_size}
@@ -83,6 +83,20 @@ tune.trials_table(out)
 # Rebuilt from the saved JSON and trained for the profile's full epochs, with early
 # stopping and the best validation checkpoint. Predictions average each image and its
 # mirror image (test-time flip), as recorded in the configuration.
+
+# %% [markdown]
+# The winner as a network: its layers, parameters and forward FLOPs per image (compare
+# the baseline's in TrainingModels), what its augmentation does to a few training
+# images, its learning-rate schedule over the full training, and what to expect.
+
+# %%
+split, cfg = course.model_inputs("tuned", ds, profile, seed, out, overrides)
+card = course.architecture("tuned", cfg)
+visualize.show(
+    course.augmentation("tuned", cfg, split, out),
+    course.lr_schedule("tuned", cfg, len(split.y_train), out),
+)
+print(course.expected("tuned", ds.name, profile, cfg.epochs))
 
 # %%
 tuned = train.train_model("tuned", ds, profile, out, seed, overrides, vgg16_weights)

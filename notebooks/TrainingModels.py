@@ -62,7 +62,7 @@ epochs = None  # None: the profile's epochs
 batch_size = None  # None: the profile's batch size
 
 # %%
-from cifarlab import config, data, evidence, train, visualize
+from cifarlab import config, course, data, evidence, train, visualize
 
 profile = config.resolve_profile(profile)
 overrides = {"epochs": epochs, "batch_size": batch_size}
@@ -80,10 +80,21 @@ info = ds.describe()
 {k: info[k] for k in ("name", "num_classes", "train", "test", "image_shape", "sha256")}
 
 # %% [markdown]
-# ## The split, and the class balance that makes accuracy a fair measure
+# ## The images
+# A few training images of each class (on CIFAR-100, one row per superclass: the 20
+# groups of five classes that the evaluation also scores). 32x32 pixels is small: many
+# are hard to name even for a person.
 
 # %%
-split = data.split_train_val(ds, seed=seed)
+split, cfg = course.model_inputs("baseline", ds, profile, seed, out, overrides)
+visualize.show(course.samples(ds, split, out, seed))
+
+# %% [markdown]
+# ## The split, and the class balance that makes accuracy a fair measure
+# The split drawn here is the one the models train on (the same seed, the profile's
+# image count), not one recomputed for the picture.
+
+# %%
 visualize.show(visualize.class_balance(ds, split, figures / "class_balance.png"))
 
 # %% [markdown]
@@ -92,6 +103,28 @@ visualize.show(visualize.class_balance(ds, split, figures / "class_balance.png")
 # max-pooling, one dense hidden layer, with dropout after each block and after the hidden
 # layer. Adam, light augmentation (flip and shift), early stopping on validation accuracy.
 # The model contains its own normalisation, so it takes raw pixels.
+
+# %% [markdown]
+# The network, its size and its cost: parameters, and forward FLOPs per image (two per
+# multiply-add of the convolution and dense layers).
+
+# %%
+card = course.architecture("baseline", cfg)
+
+# %% [markdown]
+# What training shows the network: each epoch sees every image flipped or shifted
+# at random (the original is never stored twice), so the model cannot memorise pixels.
+
+# %%
+visualize.show(course.augmentation("baseline", cfg, split, out))
+
+# %% [markdown]
+# The learning rate the optimizer uses at each step (cosine decay: large steps first,
+# small ones to settle), and what to expect from a measured run.
+
+# %%
+visualize.show(course.lr_schedule("baseline", cfg, len(split.y_train), out))
+print(course.expected("baseline", ds.name, profile, cfg.epochs))
 
 # %%
 baseline = train.train_model("baseline", ds, profile, out, seed, overrides, vgg16_weights)
@@ -106,11 +139,20 @@ visualize.show(visualize.curves(out, "baseline"))
 # loss rises: the model memorises instead of generalising.
 
 # %%
+overfit_split, overfit_cfg = course.model_inputs("overfit", ds, profile, seed, out, overrides)
+card = course.architecture("overfit", overfit_cfg, show_summary=False)
+visualize.show(course.lr_schedule("overfit", overfit_cfg, len(overfit_split.y_train), out))
+print(course.expected("overfit", ds.name, profile, overfit_cfg.epochs))
+
+# %%
 overfit = train.train_model("overfit", ds, profile, out, seed, overrides, vgg16_weights)
 visualize.show(visualize.curves(out, "overfit"), visualize.overfit_gap(out))
 
 # %% [markdown]
-# ## 3. Transfer learning from VGG16
+# ## 4. Transfer learning from VGG16
+# (The third model, the tuned CNN found by a hyperparameter search, has its own
+# notebook: ThirdModel. It is trained after this one.)
+#
 # `keras.applications.VGG16` without its classifier, with pretrained weights, and a new
 # dense head (batch norm first: VGG features are large and unnormalised). Phase 1 trains
 # only the head on features computed once by the frozen base; phase 2 unfreezes the top
@@ -118,6 +160,11 @@ visualize.show(visualize.curves(out, "overfit"), visualize.overfit_gap(out))
 # training image and for its mirror image, and each epoch picks one of the two per image:
 # augmentation without recomputing the features. VGG16's own preprocessing (BGR, mean
 # subtraction) is part of the model. The weights' source is recorded and reported.
+
+# %%
+vgg_split, vgg_cfg = course.model_inputs("vgg16", ds, profile, seed, out, overrides)
+card = course.architecture("vgg16", vgg_cfg, show_summary=False)
+print(course.expected("vgg16", ds.name, profile, vgg_cfg.epochs))
 
 # %%
 vgg = train.train_model("vgg16", ds, profile, out, seed, overrides, vgg16_weights)

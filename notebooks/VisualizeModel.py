@@ -48,11 +48,18 @@ vgg16_weights = "imagenet"  # imagenet, offline, none, or a .h5 file
 epochs = None  # None: the profile's epochs
 batch_size = None  # None: the profile's batch size
 
+# %% [markdown]
+# ## Drawing every figure
+# One call draws, for each saved model, the figures below and saves them as PNG under
+# `reports/figures/` (a file each, named `<kind>_<model>.png`); the cells after it show
+# them by kind. The models are loaded as saved, so what you see is what a reader who
+# reloads the `.keras` files with plain Keras would get.
+
 # %%
 from cifarlab import visualize
 
 files = visualize.visualize_all(out, dataset=dataset)
-len(files)
+print(f"{len(files)} figures written under {files[0].parent}")
 
 # %% [markdown]
 # ## Learning curves

@@ -96,6 +96,34 @@ def test_executed_notebooks_show_their_figures_inline(executed, name, min_images
     assert len(images) >= min_images
 
 
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_each_executed_notebook_has_an_html_export_with_its_figures_embedded(executed, name):
+    """A reader without Jupyter opens the .html: every figure the notebook shows is a
+    decodable PNG inside the page, none a link to a file that may not travel with it."""
+    import base64
+
+    from lxml import html as lxml_html
+    from PIL import Image
+
+    out, log = executed
+    folder = out / "reports" / "notebooks"
+    nb = nbformat.read(folder / f"{name}.ipynb", as_version=4)
+    shown = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if "image/png" in o.get("data", {})]  # fmt: skip
+    page = lxml_html.parse(str(folder / f"{name}.html")).getroot()
+    sources = [img.get("src", "") for img in page.iter("img")]
+    assert all(src.startswith("data:image/") for src in sources), sources[:3]
+    embedded = [
+        Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        for src in sources
+        if src.startswith("data:image/png;base64,")
+    ]
+    assert len(embedded) == len(shown) > 0
+    assert all(im.size[0] >= 100 and im.size[1] >= 100 for im in embedded)
+    # the terminal says how big each executed notebook and its page are
+    assert re.search(rf"{name}\.ipynb [\d,]+ KB, {name}\.html [\d,]+ KB", log)
+
+
 def test_a_series_that_succeeds_prints_nothing_that_reads_like_an_error(series):
     """The kernels' standard error (TensorFlow's start-up lines, a CUDA "ERROR" among them
     on a machine without a GPU) goes to a log beside each executed notebook."""

@@ -186,6 +186,104 @@ def class_balance(ds: Dataset, split, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+# --------------------------------------------------------------------------- teaching figures
+
+
+def sample_rows(ds: Dataset, split, seed: int = 0) -> list[tuple[str, list]]:
+    """``[(row title, [(caption, image), ...]), ...]`` from the training split: with
+    superclasses (CIFAR-100) one row per superclass holding one image of each of its
+    classes; else one row per class (at most 20) of eight images."""
+    rng = np.random.default_rng(seed)
+
+    def pick(c: int, k: int) -> np.ndarray:
+        idx = np.flatnonzero(split.y_train == c)
+        return split.x_train[rng.choice(idx, size=min(k, len(idx)), replace=False)]
+
+    if ds.has_coarse:
+        return [
+            (
+                name,
+                [
+                    (ds.class_names[c], pick(c, 1)[0])
+                    for c in np.flatnonzero(ds.fine_to_coarse == s)
+                ],
+            )
+            for s, name in enumerate(ds.coarse_names)
+        ]
+    return [
+        (ds.class_names[c], [("", im) for im in pick(c, 8)]) for c in range(min(ds.num_classes, 20))
+    ]
+
+
+def sample_grid(ds: Dataset, split, path: Path, seed: int = 0) -> Path:
+    """Training images of each class (:func:`sample_rows`) as one figure."""
+    rows = sample_rows(ds, split, seed)
+    cols = max(len(r[1]) for r in rows)
+    fig, axes = plt.subplots(
+        len(rows),
+        cols,
+        figsize=(1.25 * cols + 1.6, 1.25 * len(rows)),
+        squeeze=False,
+        layout="constrained",
+    )
+    for r, (title, cells) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(cells):
+                ax.imshow(cells[c][1])
+                if cells[c][0]:
+                    ax.set_title(cells[c][0], fontsize=7, pad=2)
+            else:
+                ax.axis("off")
+        axes[r, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+    shown = (
+        f"{len(rows)} superclasses" if ds.has_coarse else f"{len(rows)} of {ds.num_classes} classes"
+    )
+    fig.suptitle(f"{ds.name}: training images ({shown})")
+    return save_figure(fig, path)
+
+
+def augmentation_grid(name: str, views: np.ndarray, what: str, path: Path) -> Path:
+    """``views[i, 0]`` an image as stored, ``views[i, 1:]`` what training shows of it."""
+    n, k = views.shape[:2]
+    fig, axes = plt.subplots(n, k, figsize=(1.5 * k, 1.5 * n), squeeze=False, layout="constrained")
+    for i in range(n):
+        for j in range(k):
+            ax = axes[i, j]
+            ax.imshow(np.clip(views[i, j], 0, 255).astype("uint8"))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title("original" if j == 0 else f"view {j}", fontsize=8)
+    fig.suptitle(f"{name}: training augmentation — {what}", fontsize=9)
+    return save_figure(fig, path)
+
+
+def schedule_curve(
+    name: str, steps: np.ndarray, lr: np.ndarray, steps_per_epoch: int, cfg, path: Path
+) -> Path:
+    """The learning rate against the training's progress in epochs."""
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.plot(steps / steps_per_epoch, lr)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.grid(alpha=0.3)
+    shape = (
+        "constant"
+        if cfg.schedule == "constant"
+        else (f"{cfg.warmup_fraction:.0%} linear warm-up, then cosine to 0"
+              if cfg.warmup_fraction else "cosine decay to 0")
+    )  # fmt: skip
+    ax.set_title(
+        f"{name}: {cfg.optimizer} at peak {cfg.learning_rate:g}, {shape} "
+        f"({cfg.epochs * steps_per_epoch:,} steps of {cfg.batch_size} images)",
+        fontsize=9,
+    )
+    return save_figure(fig, path)
+
+
 def load_history(out, name: str) -> np.ndarray:
     return np.load(layout(out).history(name), allow_pickle=False)
 

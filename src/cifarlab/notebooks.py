@@ -1,8 +1,10 @@
 """Execute the four notebooks in order with papermill (what `make run` does).
 
 Executed copies, with their outputs and figures, go to the layout's notebooks folder
-(cifarlab.layout), each with a ``.log`` of what its kernel wrote to standard error.
-A failing cell stops the series with one line naming the notebook and the cell.
+(cifarlab.layout), each with a ``.log`` of what its kernel wrote to standard error and
+an ``.html`` export (figures embedded) that any browser opens without Jupyter.
+A failing cell stops the series with one line naming the notebook and the cell; its
+executed copy and HTML still show the traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +27,28 @@ def notebooks_dir() -> Path:
     if (here / f"{ORDER[0]}.ipynb").is_file():
         return here
     raise CifarlabError("notebooks/ not found: run from a checkout of the cifarlab repository")
+
+
+def export_html(notebook: Path) -> Path:
+    """``notebook`` as a standalone HTML page beside it: the figures the cells displayed
+    are base64 images inside the page (and ``embed_images`` inlines any that markdown
+    cells reference), so the one file is the whole report."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from cifarlab.layout import atomic_path
+
+    body, _ = HTMLExporter(embed_images=True).from_notebook_node(
+        nbformat.read(notebook, as_version=4)
+    )
+    target = notebook.with_suffix(".html")
+    with atomic_path(target) as tmp:
+        Path(tmp).write_text(body, encoding="utf-8")
+    return target
+
+
+def _size(path: Path) -> str:
+    return f"{path.stat().st_size / 1024:,.0f} KB"
 
 
 @contextlib.contextmanager
@@ -99,6 +123,7 @@ def run_notebooks(
                     log_output=False,
                 )
         except pm.PapermillExecutionError as exc:
+            export_html(target)  # the traceback, readable in a browser too
             raise CifarlabError(
                 f"notebook {name}.ipynb failed in cell {exc.exec_count} (index {exc.cell_index}): "
                 f"{exc.ename}: {str(exc.evalue).splitlines()[0][:300] if exc.evalue else ''}; "
@@ -113,7 +138,12 @@ def run_notebooks(
                 f"notebook {name}.ipynb stopped: {type(exc).__name__}: {str(exc)[:200]}; "
                 f"the kernel's own messages are in {log}"
             ) from None
-        print(f"      done in {time.time() - t0:.0f} s", flush=True)
+        html = export_html(target)
+        print(
+            f"      done in {time.time() - t0:.0f} s: {target.name} {_size(target)}, "
+            f"{html.name} {_size(html)}",
+            flush=True,
+        )
         done.append(target)
     return done
 

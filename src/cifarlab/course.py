@@ -1,0 +1,238 @@
+"""What the notebooks teach around each training: the images, the augmentation, each
+model's architecture and cost, its learning-rate schedule, the figure to expect before it
+trains and a reading of the numbers after. The notebooks call these; they define nothing.
+
+Everything is computed from what the training itself uses: the stratified split and the
+config (cifarlab.data.prepare, cifarlab.train.resolve_config), the model builders
+(cifarlab.models), the schedule (cifarlab.recipe), the measured table in RESULTS.md and
+the reports of cifarlab.evaluate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cifarlab import figures
+from cifarlab.config import TrainConfig
+from cifarlab.data import Dataset, prepare
+from cifarlab.layout import Layout, layout
+
+#: RESULTS.md, whose "Expected figures" table the notebooks quote before each training.
+RESULTS_MD = Path(__file__).resolve().parents[2] / "RESULTS.md"
+EXPECTED_HEADING = "## Expected figures"
+
+
+def model_inputs(
+    name: str, ds: Dataset, profile: str, seed: int = 0, out=None, overrides: dict | None = None
+):
+    """``(split, cfg)`` exactly as ``name`` trains: its split and data statistics, the
+    overrides (``epochs``, ``batch_size``; None = the profile's) applied; for ``tuned``
+    the search's winner from ``out`` (run the search first)."""
+    from cifarlab.train import resolve_config
+
+    cfg = resolve_config(name, ds, profile, layout(out or "."), seed, False, search=False)
+    cfg = cfg.override(**(overrides or {})).validate()
+    _, split, cfg = prepare(ds, cfg, seed, progress=False)
+    return split, cfg
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def samples(ds: Dataset, split, out, seed: int = 0) -> Path:
+    """Training images per class; on CIFAR-100 one row per superclass."""
+    return figures.sample_grid(ds, split, layout(out).figure("samples"), seed)
+
+
+def augmented_views(cfg: TrainConfig, x: np.ndarray, views: int = 6) -> np.ndarray:
+    """``(len(x), views, 32, 32, 3)``: each image as stored, then ``views - 1`` random
+    draws of the model's own augmentation layers in training mode (seeded)."""
+    import keras
+
+    from cifarlab.models import augmentation as augment
+
+    out = [x.astype("float32")] * views
+    if cfg.flip or cfg.translate > 0 or cfg.rotation > 0:
+        layer = augment(cfg.flip, cfg.translate, cfg.rotation)
+        keras.utils.set_random_seed(0)
+        out = [out[0]] + [
+            np.asarray(keras.ops.convert_to_numpy(layer(out[0], training=True)))
+            for _ in range(views - 1)
+        ]
+    return np.stack(out, axis=1)
+
+
+def augmentation(name: str, cfg: TrainConfig, split, out, images: int = 4, views: int = 6):
+    """A few training images and what ``name``'s augmentation makes of them."""
+    grid = augmented_views(cfg, split.x_train[:images], views)
+    path = layout(out).figure("augmentation", name)
+    return figures.augmentation_grid(name, grid, _augmentation_words(cfg), path)
+
+
+def _augmentation_words(cfg: TrainConfig) -> str:
+    parts = (["random horizontal flip"] if cfg.flip else []) + (
+        [f"random shift up to {cfg.translate:.0%} (reflect-padded)"] if cfg.translate else []
+    )
+    parts += [f"random rotation up to {cfg.rotation * 360:.0f} deg"] if cfg.rotation else []
+    return ", ".join(parts) or "none: the model sees each training image as it is"
+
+
+def architecture(name: str, cfg: TrainConfig, show_summary: bool = True) -> dict:
+    """``name`` built from ``cfg`` (VGG16 without downloading weights): prints Keras'
+    summary and returns the parameter counts and forward FLOPs per image."""
+    from cifarlab.bench import count_flops
+    from cifarlab.models import build, build_vgg16
+
+    model = build_vgg16(cfg, weights="none") if name == "vgg16" else build(cfg)
+    if show_summary:
+        model.summary(line_length=100, expand_nested=False)
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    card = {
+        "model": name,
+        "params": int(model.count_params()),
+        "trainable_params": trainable,
+        "forward_mflops_per_image": round(count_flops(model) / 1e6, 1),
+        "layers": len(model.layers),
+    }
+    print(
+        f"{name}: {card['params']:,} parameters ({trainable:,} trainable), "
+        f"{card['forward_mflops_per_image']:,} MFLOP forward per 32x32 image"
+    )
+    return card
+
+
+def schedule_values(cfg: TrainConfig, train_images: int, points: int = 600):
+    """``(steps, rates, steps_per_epoch)``: the learning rate the optimizer computes
+    (cifarlab.recipe.learning_rate) at up to ``points`` of the training's steps."""
+    import keras
+
+    from cifarlab.recipe import learning_rate
+
+    per_epoch = int(np.ceil(train_images / cfg.batch_size))
+    total = cfg.epochs * per_epoch
+    steps = np.unique(np.linspace(0, total - 1, min(total, points)).round().astype(int))
+    sched = learning_rate(cfg, total)
+    if callable(sched):
+        rates = np.array([float(keras.ops.convert_to_numpy(sched(int(s)))) for s in steps])
+    else:
+        rates = np.full(len(steps), float(sched))
+    return steps, rates, per_epoch
+
+
+def lr_schedule(name: str, cfg: TrainConfig, train_images: int, out) -> Path:
+    """The learning-rate schedule of ``name``'s training as a figure."""
+    steps, rates, per_epoch = schedule_values(cfg, train_images)
+    path = layout(out).figure("lr_schedule", name)
+    return figures.schedule_curve(name, steps, rates, per_epoch, cfg, path)
+
+
+# --------------------------------------------------------------------------- expectations
+
+
+def expected_table(path: Path = RESULTS_MD):
+    """RESULTS.md's "Expected figures" table as a DataFrame (empty if absent)."""
+    import pandas as pd
+
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return pd.DataFrame()
+    start = text.find(EXPECTED_HEADING)
+    if start < 0:
+        return pd.DataFrame()
+    lines = text[start:].splitlines()[1:]
+    first = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+    rows = []
+    for line in lines[first:]:  # the first table after the heading, to its last row
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if not set("".join(cells)) <= set("-: "):  # not the |---| line
+            rows.append(cells)
+    return pd.DataFrame(rows[1:], columns=rows[0]) if rows else pd.DataFrame()
+
+
+def expected(name: str, dataset_name: str, profile: str, epochs: int | None = None) -> str:
+    """What to expect before ``name`` trains: the measured figure for this dataset and
+    profile from RESULTS.md, with its evidence, or "not measured". A figure measured
+    with another number of epochs than the profile now has is said to be so."""
+    table = expected_table()
+    key = dataset_name.lower()
+    if not table.empty:
+        table = table[
+            (table["model"] == name)
+            & (table["dataset"].str.lower() == key)
+            & (table["profile"] == profile)
+        ]
+    if table.empty:
+        return f"{name} on {dataset_name}, profile {profile}: not measured yet."
+    row = table.iloc[-1]
+    text = (
+        f"{name} on {dataset_name}, profile {profile}: measured {row['test accuracy']} test "
+        f"accuracy after {row['epochs']} epochs ({row['hardware']}, {row['backend']}, "
+        f"seed {row['seed']}, commit {row['commit']}, {row['date']}; RESULTS.md)."
+    )
+    measured_epochs = sum(int(part) for part in str(row["epochs"]).split("+"))
+    if epochs is not None and epochs != measured_epochs:
+        text += f" The profile now trains {epochs} epochs: expect a different figure."
+    return text
+
+
+# --------------------------------------------------------------------------- the reading
+
+
+def reading(out) -> str:
+    """A short reading of the evaluated series, written from reports/results.csv and the
+    confused pairs: the winner and its margin, the overfitting gap, the most confused
+    pairs and, on CIFAR-100, the superclasses confused most."""
+    import pandas as pd
+
+    lay: Layout = layout(out)
+    table = pd.read_csv(lay.results_csv)
+    ranked = table.sort_values("test_accuracy", ascending=False)
+    best, lines = ranked.iloc[0], []
+    if len(ranked) > 1:
+        second = ranked.iloc[1]
+        margin = 100 * (best["test_accuracy"] - second["test_accuracy"])
+        lines.append(
+            f"- **{best['model']}** wins with {best['test_accuracy']:.2%} test accuracy, "
+            f"{margin:.1f} points ahead of {second['model']} ({second['test_accuracy']:.2%})."
+        )
+    else:
+        lines.append(f"- {best['model']}: {best['test_accuracy']:.2%} test accuracy.")
+    worst = ranked.iloc[-1]
+    if len(ranked) > 2:
+        lines.append(f"- Last: {worst['model']} ({worst['test_accuracy']:.2%}).")
+    gaps = table.set_index("model")["train_val_gap"].dropna()
+    if "overfit" in gaps.index:
+        others = gaps.drop("overfit")
+        lines.append(
+            f"- The overfitting model ends {100 * gaps['overfit']:+.1f} points between training "
+            f"and validation accuracy"
+            + (
+                f", against at most {100 * others.max():+.1f} for the others."
+                if len(others)
+                else "."
+            )
+        )
+    pairs = pd.read_csv(lay.confused_pairs(best["model"]))
+    if len(pairs):
+        top = pairs.head(3)
+        said = ", ".join(f"{r.true} -> {r.predicted} ({r.count})" for r in top.itertuples())
+        lines.append(f"- {best['model']}'s most confused pairs: {said}.")
+        if "same_superclass" in pairs:
+            inside = int(pairs["same_superclass"].sum())
+            lines.append(
+                f"- {inside} of its {len(pairs)} most confused pairs lie inside one superclass "
+                f"(chance: about {len(pairs) * 4 / 99:.1f})."
+            )
+    per_super = lay.per_superclass(best["model"])
+    if per_super.is_file():
+        sup = pd.read_csv(per_super).sort_values("recall")
+        hard = ", ".join(f"{r.superclass} ({r.recall:.0%})" for r in sup.head(3).itertuples())
+        lines.append(
+            f"- Its hardest superclasses (recall of the fine predictions mapped up): {hard}."
+        )
+    return "\n".join(lines)

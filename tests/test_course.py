@@ -1,0 +1,154 @@
+"""What the notebooks teach around the training (cifarlab.course): each piece computed
+from what the training uses, checked against an independent reading."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cifarlab import config, course, figures
+from cifarlab.data import Dataset
+from cifarlab.layout import Layout
+
+
+def _dataset(coarse: bool) -> tuple[Dataset, SimpleNamespace]:
+    rng = np.random.default_rng(0)
+    n_classes = 100 if coarse else 10
+    y = np.repeat(np.arange(n_classes), 12)
+    # each image carries its class in its first pixel, so a test can see where it came from
+    x = rng.integers(0, 256, (len(y), 32, 32, 3), dtype=np.uint8)
+    x[:, 0, 0, 0] = y
+    perm = rng.permutation(n_classes)  # a fine-to-coarse table that is not simply c // 5
+    fine_to_coarse = np.empty(n_classes, dtype=np.int64)
+    fine_to_coarse[perm] = np.arange(n_classes) // 5
+    ds = Dataset(
+        name="toy", spec="toy", checksum="0", x_train=x, y_train=y, x_test=x[:10],
+        y_test=y[:10], class_names=[f"c{i}" for i in range(n_classes)],
+        coarse_train=fine_to_coarse[y] if coarse else None,
+        coarse_test=fine_to_coarse[y[:10]] if coarse else None,
+        coarse_names=[f"s{i}" for i in range(20)] if coarse else None,
+    )  # fmt: skip
+    return ds, SimpleNamespace(x_train=x, y_train=y)
+
+
+def test_samples_show_each_superclass_with_one_training_image_of_each_of_its_classes():
+    ds, split = _dataset(coarse=True)
+    rows = figures.sample_rows(ds, split)
+    assert [title for title, _ in rows] == ds.coarse_names
+    for s, (_, cells) in enumerate(rows):
+        names = [caption for caption, _ in cells]
+        assert sorted(names) == sorted(
+            ds.class_names[c] for c in range(100) if ds.fine_to_coarse[c] == s
+        )
+        for caption, image in cells:  # the image is one of that class's training images
+            assert image[0, 0, 0] == ds.class_names.index(caption)
+
+
+def test_samples_without_superclasses_show_eight_images_of_each_class():
+    ds, split = _dataset(coarse=False)
+    rows = figures.sample_rows(ds, split)
+    assert [t for t, _ in rows] == ds.class_names
+    assert all(len(cells) == 8 and all(im[0, 0, 0] == ds.class_names.index(t) for _, im in cells)
+               for t, cells in rows)  # fmt: skip
+
+
+def _cfg(name: str, **kw) -> config.TrainConfig:
+    return config.model_config(name, "cpu").replace(
+        mean=[125.0] * 3, std=[63.0] * 3, num_classes=10, **kw
+    )
+
+
+def test_augmentation_views_follow_the_models_own_augmentation():
+    x = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    plain = course.augmented_views(_cfg("overfit"), x, views=4)  # overfit: no augmentation
+    assert plain.shape == (3, 4, 32, 32, 3)
+    assert all(np.array_equal(plain[:, v], x.astype("float32")) for v in range(4))
+    flipped = course.augmented_views(_cfg("overfit", flip=True), x, views=6)
+    for i in range(3):  # a flip: every view is the image or its mirror, both appear
+        kinds = {
+            "same" if np.array_equal(v, x[i]) else "mirror" if np.array_equal(v, x[i, :, ::-1])
+            else "other" for v in flipped[i, 1:]
+        }  # fmt: skip
+        assert kinds <= {"same", "mirror"}
+    assert any(not np.array_equal(flipped[i, v], x[i]) for i in range(3) for v in range(1, 6))
+
+
+def test_the_drawn_schedule_is_the_optimizers_warm_up_then_cosine_to_zero():
+    cfg = _cfg("tuned", epochs=10, batch_size=100, learning_rate=0.4, warmup_fraction=0.2)
+    steps, rates, per_epoch = course.schedule_values(cfg, train_images=1000)
+    assert per_epoch == 10 and steps[0] == 0 and steps[-1] == 99
+    peak = int(steps[np.argmax(rates)])
+    assert peak == 20 and rates.max() == pytest.approx(0.4, rel=1e-4)  # 20% of 100 steps
+    assert rates[0] == pytest.approx(0.4 * cfg.warmup_start, rel=1e-4)
+    assert rates[-1] < 0.4 * 1e-3 and np.all(np.diff(rates[steps >= 20]) <= 1e-9)
+    _, flat, _ = course.schedule_values(_cfg("overfit", epochs=3), train_images=256)
+    assert np.all(flat == _cfg("overfit").learning_rate)  # overfit: a constant rate
+
+
+def test_architecture_card_counts_what_the_built_model_holds():
+    from cifarlab import bench, models
+
+    cfg = _cfg("baseline")
+    card = course.architecture("baseline", cfg, show_summary=False)
+    built = models.build(cfg)
+    assert card["params"] == built.count_params() == card["trainable_params"]
+    assert card["forward_mflops_per_image"] == round(bench.count_flops(built) / 1e6, 1) == 109.8
+
+
+def test_expected_figures_in_results_md_are_each_backed_by_its_sections():
+    table = course.expected_table()
+    assert len(table) >= 4
+    text = course.RESULTS_MD.read_text()
+    body = (
+        text[: text.index(course.EXPECTED_HEADING)]
+        + text[text.index("\n## ", text.index(course.EXPECTED_HEADING) + 5) :]
+    )
+    for _, row in table.iterrows():
+        figure = row["test accuracy"]
+        assert row["profile"] in config.PROFILES and row["model"] in config.MODELS
+        assert re.fullmatch(r"\d+\.\d\d%", figure), row
+        assert figure in body, f"{row['model']} {figure} is not in any measured section"
+        assert row["commit"] in body  # the commit the section names
+
+
+def test_expected_quotes_the_measured_figure_or_says_not_measured():
+    row = course.expected_table().iloc[0]
+    said = course.expected(row["model"], row["dataset"], row["profile"], None)
+    assert row["test accuracy"] in said and row["commit"] in said and "seed" in said
+    epochs = sum(int(p) for p in row["epochs"].split("+"))
+    assert "expect a different figure" not in course.expected(
+        row["model"], row["dataset"], row["profile"], epochs
+    )
+    assert "expect a different figure" in course.expected(
+        row["model"], row["dataset"], row["profile"], epochs + 1
+    )
+    assert course.expected("tuned", "no-such-data", "cpu").endswith("not measured yet.")
+
+
+def test_reading_is_written_from_the_results_files(tmp_path):
+    lay = Layout(tmp_path)
+    lay.results_csv.parent.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "model": ["baseline", "overfit", "tuned", "vgg16"],
+            "test_accuracy": [0.4149, 0.1779, 0.6310, 0.3950],
+            "train_val_gap": [-0.035, 0.778, 0.05, 0.10],
+        }
+    ).to_csv(lay.results_csv, index=False)
+    pd.DataFrame(
+        {"true": ["castle", "bus", "willow"], "predicted": ["house", "streetcar", "oak"],
+         "count": [26, 24, 25], "same_superclass": [True, False, True]}
+    ).to_csv(lay.confused_pairs("tuned"), index=False)  # fmt: skip
+    pd.DataFrame(
+        {"superclass": ["trees", "reptiles", "people"], "recall": [0.81, 0.32, 0.40]}
+    ).to_csv(lay.per_superclass("tuned"), index=False)
+    text = course.reading(tmp_path)
+    assert "**tuned** wins with 63.10% test accuracy, 21.6 points ahead of baseline" in text
+    assert "Last: overfit (17.79%)" in text
+    assert "+77.8 points" in text and "at most +10.0 for the others" in text
+    assert "castle -> house (26)" in text and "2 of its 3 most confused pairs" in text
+    assert text.index("reptiles (32%)") < text.index("people (40%)") < text.index("trees (81%)")

@@ -35,7 +35,8 @@
 # %% [markdown]
 # ### Setup
 # Installs `cifarlab` when it is missing (Colab, a fresh kernel): from this checkout when
-# the notebook sits in one, else from `CIFARLAB_PIP_SPEC` (e.g. the repository's git URL).
+# the notebook sits in one, else from `CIFARLAB_PIP_SPEC` (on Colab, the README's one
+# line sets it). Outside a checkout the series' files go to `./cifarlab-run/`.
 
 # %%
 import importlib.util
@@ -44,12 +45,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+in_checkout = (Path.cwd().parent / "pyproject.toml").is_file()
 if importlib.util.find_spec("cifarlab") is None:
-    root = Path.cwd().parent
-    spec = str(root) if (root / "pyproject.toml").is_file() else os.environ.get("CIFARLAB_PIP_SPEC")
+    spec = str(Path.cwd().parent) if in_checkout else os.environ.get("CIFARLAB_PIP_SPEC")
     if not spec:
         raise SystemExit("set CIFARLAB_PIP_SPEC to where cifarlab can be pip-installed from")
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", spec])
+if not in_checkout and Path.cwd().name != "notebooks":  # `out = ".."` below: ./cifarlab-run
+    Path("cifarlab-run/notebooks").mkdir(parents=True, exist_ok=True)
+    os.chdir("cifarlab-run/notebooks")
 
 # %% tags=["parameters"]
 # Parameters (papermill overrides these; `make run` passes its DATASET, PROFILE, OUT, SEED).

@@ -46,6 +46,30 @@ def test_committed_notebook_has_no_outputs_and_a_parameters_cell(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
+def test_setup_cell_outside_a_checkout_writes_under_cifarlab_run(name, tmp_path):
+    """Colab: a notebook opened outside a checkout (cifarlab installed) must leave the
+    series under ./cifarlab-run, where `out = ".."` of the next notebook finds it; in a
+    checkout's notebooks/ it stays where it is (out = the checkout)."""
+    setup = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells
+    code = next(c.source for c in setup if c.cell_type == "code")
+    probe = code + "\nprint(Path.cwd())\n"
+    checkout = tmp_path / "checkout"
+    (checkout / "notebooks").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("")
+    colab = tmp_path / "content"
+    colab.mkdir()
+    for cwd, expected in ((colab, colab / "cifarlab-run" / "notebooks"),
+                          (checkout / "notebooks", checkout / "notebooks")):  # fmt: skip
+        r = subprocess.run([sys.executable, "-c", probe], cwd=cwd, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert Path(r.stdout.strip()) == expected
+    # run twice in one kernel (a re-run cell): it does not nest folders
+    r = subprocess.run([sys.executable, "-c", code + "\n" + probe], cwd=colab,
+                       capture_output=True, text=True)  # fmt: skip
+    assert Path(r.stdout.strip()) == colab / "cifarlab-run" / "notebooks"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_cells_hold_no_logic_the_library_should_own(name):
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     for cell in nb.cells[1:]:
@@ -81,7 +105,7 @@ def test_the_four_notebooks_run_in_order_and_leave_everything(executed):
 
 @pytest.mark.parametrize(
     "name,min_images",
-    [("TrainingModels", 4), ("ThirdModel", 1), ("TestModels", 4), ("VisualizeModel", 20)],
+    [("TrainingModels", 9), ("ThirdModel", 3), ("TestModels", 4), ("VisualizeModel", 20)],
 )
 def test_executed_notebooks_show_their_figures_inline(executed, name, min_images):
     out, _ = executed
@@ -122,6 +146,39 @@ def test_each_executed_notebook_has_an_html_export_with_its_figures_embedded(exe
     assert all(im.size[0] >= 100 and im.size[1] >= 100 for im in embedded)
     # the terminal says how big each executed notebook and its page are
     assert re.search(rf"{name}\.ipynb [\d,]+ KB, {name}\.html [\d,]+ KB", log)
+
+
+def _outputs_text(nb) -> str:
+    parts = []
+    for c in nb.cells:
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            parts.append(o.get("text", ""))
+            parts.append(o.get("data", {}).get("text/plain", ""))
+            parts.append(o.get("data", {}).get("text/markdown", ""))
+    return "".join(parts)
+
+
+def test_executed_notebooks_teach_each_model_before_and_after_it_trains(executed):
+    """Issue 13's course: images, augmentation, architecture with parameters and FLOPs,
+    the schedule and what to expect before each training; a reading after the results."""
+    out, _ = executed
+    nbs = {n: nbformat.read(out / "reports" / "notebooks" / f"{n}.ipynb", as_version=4)
+           for n in NOTEBOOKS}  # fmt: skip
+    train_text = _outputs_text(nbs["TrainingModels"]) + _outputs_text(nbs["ThirdModel"])
+    for model in ("baseline", "overfit", "tuned", "vgg16"):
+        assert re.search(
+            rf"{model}: [\d,]+ parameters .* MFLOP forward per 32x32 image", train_text
+        )
+        assert re.search(rf"{model} on \S+, profile smoke: (measured|not measured)", train_text)
+    assert "Total params" in train_text  # Keras' own summary of the baseline and tuned
+    figs = out / "reports" / "figures"
+    for name in ("samples", "augmentation_baseline", "lr_schedule_baseline",
+                 "lr_schedule_overfit", "augmentation_tuned", "lr_schedule_tuned"):  # fmt: skip
+        assert (figs / f"{name}.png").is_file(), name
+    reading = _outputs_text(nbs["TestModels"])
+    table = pd.read_csv(out / "reports" / "results.csv").sort_values("test_accuracy")
+    winner = table.iloc[-1]
+    assert f"**{winner['model']}** wins with {winner['test_accuracy']:.2%}" in reading
 
 
 def test_a_series_that_succeeds_prints_nothing_that_reads_like_an_error(series):

@@ -28,6 +28,7 @@ settings.register_profile("thorough", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items):
     """`make test` runs on two workers (pytest-xdist, --dist loadgroup). The smoke series
     is a session fixture that takes minutes: every test that uses it joins one group, so

@@ -251,25 +251,28 @@ def test_repeated_sigkill_at_different_points_then_resume_gives_every_epoch_once
     rng = random.Random(7)
     for done in (1, 3, 5):  # a later epoch each time, at a random instant within it
         _kill_after(out, tiny_data, 10, done=done + rng.choice([0, 0, 1]))
+        assert not (out / "saved_models" / f"{RUNNER}.keras").exists()  # nothing final yet
+    killed_at = _epochs_done(out)
+    assert 5 <= killed_at < 10
     proc = _train(out, tiny_data, 10, RUNNER)
-    _, stderr = proc.communicate(timeout=300)
+    stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-2000:]
+    assert f"resuming {RUNNER} after epoch {killed_at}" in stdout
     hist = np.load(out / "histories" / f"{RUNNER}.npy", allow_pickle=False)
-    assert hist["epoch"].tolist() == list(range(1, 11))
+    assert hist["epoch"].tolist() == list(range(1, 11))  # every epoch exactly once
+    assert not (out / "runs" / RUNNER).exists()  # the resumable state is cleaned up
     import keras
 
     keras.saving.load_model(out / "saved_models" / f"{RUNNER}.keras")
 
 
-def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, tiny_data):
-    code, _, stderr = _kill_after(tmp_path / "o", tiny_data, 12, done=1, sig=signal.SIGINT)
-    assert code == 130 and "run the same command again to resume" in stderr
-    assert "Traceback" not in stderr
-
-
-def test_a_run_resumes_after_ctrl_c_with_every_epoch_once(tmp_path, tiny_data):
+def test_ctrl_c_exits_130_says_how_to_resume_and_the_run_resumes_with_every_epoch_once(
+    tmp_path, tiny_data
+):
     out = tmp_path / "o"
-    _kill_after(out, tiny_data, 12, done=1, sig=signal.SIGINT)
+    code, _, stderr = _kill_after(out, tiny_data, 12, done=1, sig=signal.SIGINT)
+    assert code == 130 and "run the same command again to resume" in stderr, (code, stderr)
+    assert "Traceback" not in stderr
     done = _epochs_done(out)
     assert done >= 1
     proc = _train(out, tiny_data, 12, RUNNER)

@@ -314,21 +314,6 @@ def _kill_after(out: Path, dataset: Path, epochs: int, done: int, sig=signal.SIG
     return proc.returncode, stdout, stderr
 
 
-def test_a_killed_run_resumes_after_its_last_backed_up_epoch(tmp_path, tiny_data):
-    out = tmp_path / "o"
-    _kill_after(out, tiny_data, 12, done=2)
-    killed_at = _epochs_done(out)
-    assert 2 <= killed_at < 12 and not (out / "saved_models" / f"{RUNNER}.keras").exists()
-    r = subprocess.run(
-        _train_cmd(out, tiny_data, 12, RUNNER), capture_output=True, text=True, timeout=300
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert f"resuming {RUNNER} after epoch {killed_at}" in r.stdout
-    hist = np.load(out / "histories" / f"{RUNNER}.npy", allow_pickle=False)
-    assert hist["epoch"].tolist() == list(range(1, 13))  # every epoch exactly once
-    assert not (out / "runs" / RUNNER).exists()
-
-
 def test_an_interrupted_run_with_other_options_is_not_mixed_in(tmp_path, tiny_data):
     ds = data.load_dataset(str(tiny_data), progress=False)
     cfg = _cfg("baseline")

@@ -38,6 +38,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("series"))
 
 
+@pytest.hookimpl(trylast=True)  # after xdist has read the marks
+def pytest_collection_finish(session):
+    """Fail loudly, not slowly: were the group ignored (pytest-xdist's loadgroup with
+    pytest >= 9.2, pytest-dev/pytest-xdist#1386), each worker would run the series."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and session.config.getoption("loadgroup", False):
+        grouped = [i for i in session.items if "series" in i.fixturenames]
+        if grouped and not all(i.nodeid.endswith("@series") for i in grouped):
+            raise pytest.UsageError(
+                "pytest-xdist's --dist loadgroup is not grouping the series' tests with this "
+                "pytest (pytest-dev/pytest-xdist#1386): install pytest<9.2 (make setup does)"
+            )
+
+
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory, monkeypatch):
     """Never touch the user's ~/.keras or ~/.cache, never download in tests."""

@@ -228,6 +228,9 @@ def test_executed_test_notebook_table_equals_results_csv(executed):
 
 
 def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
+    # a folder that exists (so the command line lets it through) but holds no dataset:
+    # the first notebook's data cell fails
+    (tmp_path / "not-a-dataset").mkdir()
     r = subprocess.run(
         [
             sys.executable,
@@ -235,7 +238,7 @@ def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
             "cifarlab",
             "notebooks",
             "--dataset",
-            str(tmp_path / "no-such-data"),
+            str(tmp_path / "not-a-dataset"),
             "--profile",
             "smoke",
             "--out",
@@ -250,9 +253,11 @@ def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
     # the kernel may log its own start-up lines; ours is the last word, and a single line
     last = [line for line in r.stderr.splitlines() if line.strip()][-1]
     assert last.startswith("cifarlab: error: notebook TrainingModels.ipynb failed in cell")
-    assert "not found" in last and "Traceback" not in r.stderr
+    assert "train/<class>" in last and "Traceback" not in r.stderr
     assert "[1/4] TrainingModels.ipynb" in r.stdout and "[2/4]" not in r.stdout  # stopped there
     json.loads((tmp_path / "reports" / "notebooks" / "TrainingModels.ipynb").read_text())
+    page = (tmp_path / "reports" / "notebooks" / "TrainingModels.html").read_text()
+    assert "DataError" in page  # the failed run's traceback, readable in a browser
 
 
 def test_bench_times_the_same_training_in_a_process_and_in_a_notebook_kernel():

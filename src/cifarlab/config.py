@@ -147,11 +147,11 @@ RECIPES: dict[str, dict[str, dict]] = {
             hp=dict(widths=[32, 64], convs=[3, 4], dense=512, dropout=0.25, dense_dropout=0.5),
         ),
         "smoke": dict(epochs=3, batch_size=64, patience=3),
-        # CIFAR-100 test accuracy: 32.6% after 6 epochs, 41.5% after 15 (cosine decay,
-        # RESULTS.md), still short of the classic CNN's 47% and underfitting (training
-        # accuracy under dropout 38% < validation 41.5%): so less dropout in the cpu
-        # profile's 15 epochs (the classic 0.25 / 0.5 was set for 30+ epochs; `full`
-        # keeps it). Patience 5: under a cosine decay the late epochs improve most.
+        # CIFAR-100 test accuracy (RESULTS.md): 32.6% after 6 epochs, 41.5% after 15,
+        # underfitting (training accuracy under dropout 38% < validation 41.5%); with
+        # dropout 0.1 / 0.3 in the cpu profile's 15 epochs 46.4% (the classic 0.25 / 0.5
+        # was set for 30+ epochs; `full` keeps it). Patience 5: under a cosine decay
+        # the late epochs improve most.
         "cpu": dict(
             epochs=15,
             batch_size=128,

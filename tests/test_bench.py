@@ -59,3 +59,26 @@ def test_markdown_table_has_a_row_per_measurement(tmp_path):
     md = bench.markdown(result)
     assert "| baseline | tensorflow | float32 | 128 | 100 | 400 | 110 | 33 | 16% | 2.00x |" in md
     assert "decode images per s 1,000" in md
+
+
+def test_epoch_starts_times_each_epoch_of_both_input_paths_and_the_table_says_so():
+    e = bench.epoch_starts(epochs=2, steps=3, step_s=0.0)
+    assert e["epochs"] == 2 and e["steps_per_epoch"] == 3
+    assert set(e["waits_s"]) == {"arrays", "batches"}
+    for waits in e["waits_s"].values():
+        assert len(waits) == 2 and all(0 < w < 60 for w in waits)
+    md = bench.markdown(
+        {
+            "command": "cifarlab bench --epoch-starts",
+            "date": "2026-11-22T00:00:00+00:00",
+            "profile": "cpu",
+            "steps": 20,
+            "matmul_gflops": 200.0,
+            "pipeline": {},
+            "hardware": {"processor": "x", "cpu_count": 2, "gpu": False},
+            "versions": {"python": "3.11", "keras": "3"},
+            "rows": [],
+            "epoch_starts": {**e, "waits_s": {"arrays": [0.5, 31.0], "batches": [0.4, 0.1]}},
+        }
+    )
+    assert "to `fit`: 0.5, 31.0 s; `Batches`: 0.4, 0.1 s." in md

@@ -14,7 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifarlab import config, data, evidence, inference, models, recipe, train, transfer, tune
+from cifarlab import (
+    batches,
+    config,
+    data,
+    evidence,
+    inference,
+    models,
+    recipe,
+    train,
+    tune,
+)
 from cifarlab.errors import CifarlabError
 
 BACKENDS = [
@@ -200,13 +210,40 @@ def test_overfit_trains_on_a_subset_but_is_validated_on_the_shared_hold_out_set(
     assert cfg.mean[0] == pytest.approx(small.x_train[..., 0].mean(), abs=1e-3)
 
 
+def test_batches_keep_the_order_without_a_seed_and_draw_a_new_one_each_epoch_with_it():
+    n = 53
+    x = np.arange(n, dtype="float32").reshape(n, 1, 1, 1)
+    y = np.arange(n)
+    plain = batches.Batches(x, y, batch_size=10)
+    assert len(plain) == 6
+    xs, ys = zip(*(plain[i] for i in range(len(plain))))
+    np.testing.assert_array_equal(np.concatenate(ys), y)  # validation: the order kept
+    assert plain[0][1].tolist() == list(range(10))
+
+    def epoch(s):
+        return np.concatenate([s[i][1] for i in range(len(s))])
+
+    seq = batches.Batches(x, y, batch_size=10, seed=3)
+    e0 = epoch(seq)
+    assert sorted(e0) == list(range(n)) and not np.array_equal(e0, y)
+    seq.on_epoch_end()
+    e1 = epoch(seq)
+    assert sorted(e1) == list(range(n)) and not np.array_equal(e1, e0)
+    np.testing.assert_array_equal(epoch(batches.Batches(x, y, 10, seed=3, first_epoch=1)), e1)
+    assert not np.array_equal(epoch(batches.Batches(x, y, 10, seed=4)), e0)
+    only_x = batches.Batches(x, None, batch_size=10)[5]  # inputs only, for predict
+    np.testing.assert_array_equal(only_x, x[50:])
+    with pytest.raises(IndexError):
+        plain[6]
+
+
 def test_mirror_choice_shows_each_image_once_per_epoch_as_itself_or_mirrored():
     n = 103
     x = np.arange(n, dtype="float32").reshape(n, 1, 1, 1).repeat(2, 2)  # (n, 1, 2, 1)
     x[:, :, 1] += 1000  # the right column; the mirror swaps the two columns
     xm = x[:, :, ::-1].copy()
     y = np.eye(n, dtype="float32")
-    seq = transfer.MirrorChoice(x, xm, y, batch_size=10, seed=7)
+    seq = batches.Batches(x, y, batch_size=10, seed=7, x_mirror=xm)
     assert len(seq) == 11
 
     def epoch(s):
@@ -224,7 +261,7 @@ def test_mirror_choice_shows_each_image_once_per_epoch_as_itself_or_mirrored():
     xs2, ys2 = epoch(seq)
     assert not np.array_equal(ys2, ys) or not np.array_equal(xs2, xs)  # a new draw
     # a run resumed at epoch 1 sees the same epoch 1 as an uninterrupted run
-    resumed = transfer.MirrorChoice(x, xm, y, batch_size=10, seed=7, first_epoch=1)
+    resumed = batches.Batches(x, y, batch_size=10, seed=7, first_epoch=1, x_mirror=xm)
     np.testing.assert_array_equal(epoch(resumed)[0], xs2)
 
 

@@ -8,7 +8,9 @@ Measured in one run, because absolute times on shared machines are noisy:
   GFLOP/s (training counted as 3x forward) and its fraction of the roofline;
 - the input pipeline alone: JPEG decode, and batch gather + one-hot + augmentation;
 - the naive reference: the baseline architecture fed float arrays with ``fit``'s
-  defaults (batch 32) on the TensorFlow backend.
+  defaults (batch 32) on the TensorFlow backend;
+- with ``--epoch-starts``: the wait before each epoch's first step, NumPy arrays handed
+  to ``fit`` against :class:`cifarlab.batches.Batches` (see there why it matters).
 
 Each backend runs in its own process (Keras picks its backend at import).
 """
@@ -198,6 +200,68 @@ def _pipeline(dataset: str | None, batch_size: int) -> dict:
     return out
 
 
+def epoch_starts(epochs: int = 5, steps: int = 300, step_s: float = 0.1) -> dict:
+    """Seconds from each epoch's start to its first step's end, per input path, on the
+    backend this process runs.
+
+    "arrays": NumPy arrays handed to ``fit`` (under TensorFlow, Keras builds an autotuned
+    tf.data pipeline from them); "batches": the same arrays as :class:`cifarlab.batches.Batches`
+    (what the library trains on). The model is so small that a step costs nothing; a fixed
+    pause after every step (``step_s``) gives epochs as long as real ones (the delay grows
+    with the epoch's length), so the row measures the input path alone.
+    """
+    import keras
+
+    from cifarlab.batches import Batches
+
+    class Clock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.waits: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0, self.first = time.perf_counter(), True
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.first:
+                self.waits.append(time.perf_counter() - self.t0)
+                self.first = False
+            time.sleep(step_s)
+
+    rng = np.random.default_rng(0)
+    bs = 128
+    x = rng.integers(0, 256, (steps * bs, 32, 32, 3), dtype=np.uint8)
+    y = keras.utils.to_categorical(rng.integers(0, 10, len(x)), 10)
+    xv, yv = x[: 10 * bs], y[: 10 * bs]
+    waits = {}
+    for path in ("arrays", "batches"):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((32, 32, 3)),
+                keras.layers.Rescaling(1 / 255),
+                keras.layers.Conv2D(4, 3, strides=4),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        )
+        model.compile("sgd", "categorical_crossentropy")
+        clock = Clock()
+        if path == "arrays":
+            data = dict(x=x, y=y, batch_size=bs, validation_data=(xv, yv), shuffle=True)
+        else:
+            data = dict(x=Batches(x, y, bs, seed=0), validation_data=Batches(xv, yv, bs))
+        model.fit(**data, epochs=epochs, callbacks=[clock], verbose=0)
+        waits[path] = clock.waits
+    return {
+        "backend": keras.backend.backend(),
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        "step_pause_s": step_s,
+        "waits_s": waits,
+    }
+
+
 def _child(args: dict) -> None:
     rows = _measure_backend(args["profile"], args["models"], args["steps"])
     extra = {}
@@ -205,7 +269,11 @@ def _child(args: dict) -> None:
         rows.append(_naive_reference(args["steps"]))
     if args.get("pipeline"):
         extra = _pipeline(args.get("dataset"), args["batch_size"])
-    print("BENCH-JSON " + json.dumps({"rows": rows, "pipeline": extra}), flush=True)
+    starts = epoch_starts() if args.get("epoch_starts") else None
+    print(
+        "BENCH-JSON " + json.dumps({"rows": rows, "pipeline": extra, "epoch_starts": starts}),
+        flush=True,
+    )
 
 
 # --------------------------------------------------------------------------- the whole bench
@@ -219,6 +287,7 @@ def run_bench(
     dataset: str | None = None,
     out: str | Path = ".",
     kernel: bool = False,
+    epoch_start: bool = False,
 ) -> dict:
     from cifarlab.errors import CifarlabError
     from cifarlab.evidence import environment
@@ -229,7 +298,7 @@ def run_bench(
     if unknown:
         raise CifarlabError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
     roof = matmul_gflops()
-    rows, pipeline = [], {}
+    rows, pipeline, starts = [], {}, None
     for b in backends:
         print(f"benchmarking backend {b} ...", flush=True)
         args = {
@@ -240,6 +309,7 @@ def run_bench(
             "naive": b == "tensorflow",
             "pipeline": b == backends[0],
             "batch_size": 128,
+            "epoch_starts": epoch_start and b == "tensorflow",
         }
         env = {**os.environ, "KERAS_BACKEND": b, "TF_CPP_MIN_LOG_LEVEL": "3"}
         r = subprocess.run(
@@ -255,6 +325,7 @@ def run_bench(
         res = json.loads(line.removeprefix("BENCH-JSON "))
         rows += res["rows"]
         pipeline.update(res["pipeline"])
+        starts = res.get("epoch_starts") or starts
     kvp = None
     if kernel:  # the notebook kernel's tax on training, if any (cifarlab.notebooks)
         from cifarlab.notebooks import kernel_vs_process
@@ -280,6 +351,7 @@ def run_bench(
         "pipeline": pipeline,
         "rows": rows,
         "kernel_vs_process": kvp,
+        "epoch_starts": starts,
         **environment(),
     }
     write_json(Layout(out).bench, result, indent=2)
@@ -393,5 +465,15 @@ def markdown(result: dict) -> str:
             f"steps with validation, the library's `fit`): {k['process_s']:.1f} s in a process, "
             f"{k['kernel_s']:.1f} s in a notebook kernel (papermill): ratio "
             f"**{k['ratio']:.3f}**.",
+        ]
+    e = result.get("epoch_starts")
+    if e:
+        w = e["waits_s"]
+        lines += [
+            "",
+            f"Epoch starts ({e['backend']}, {e['epochs']} epochs of {e['steps_per_epoch']} steps, "
+            f"{e['step_pause_s']} s a step): the wait for each epoch's first step, NumPy arrays "
+            f"to `fit`: {', '.join(f'{v:.1f}' for v in w['arrays'])} s; `Batches`: "
+            f"{', '.join(f'{v:.1f}' for v in w['batches'])} s.",
         ]
     return "\n".join(lines) + "\n"

@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also time the same training in a process and in a notebook kernel",
     )
+    b.add_argument(
+        "--epoch-starts",
+        action="store_true",
+        help="also time the wait before each epoch's first step, per input path "
+        "(TensorFlow; about 6 minutes)",
+    )
 
     c = sub.add_parser("config", help="every setting a model trains with on a profile")
     c.add_argument("model", help=f"one of {', '.join(MODELS)}")
@@ -293,6 +299,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.dataset,
             args.out,
             kernel=args.kernel_vs_process,
+            epoch_start=args.epoch_starts,
         )
         table = bench.markdown(result)
         print(table)

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from cifarlab import callbacks, config
+from cifarlab.batches import Batches
 from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset, prepare
 from cifarlab.errors import CifarlabError
@@ -29,7 +30,7 @@ from cifarlab.evidence import write_artifacts
 from cifarlab.layout import Layout, atomic_path, layout, run_lock
 from cifarlab.models import build
 from cifarlab.recipe import compile_model, one_hot, set_precision
-from cifarlab.transfer import MirrorChoice, train_vgg16
+from cifarlab.transfer import train_vgg16
 
 
 def fit(
@@ -53,7 +54,8 @@ def fit(
     epoch in ``work/backup``, TensorBoard logs in ``logs/phase<phase>``.
 
     ``x_mirror``: inputs of the mirrored images (cached VGG16 features); each epoch then
-    shows every image once, as itself or mirrored (cifarlab.transfer.MirrorChoice).
+    shows every image once, as itself or mirrored. Both splits are fed as
+    :class:`cifarlab.batches.Batches` (an epoch's order depends on the seed and the epoch).
     Returns the history records of this phase (one per epoch, resumed runs included).
     """
     epochs = epochs or cfg.epochs
@@ -71,16 +73,15 @@ def fit(
     best = callbacks.BestCheckpoint(work / f"best{phase}.weights.h5")
     backup = callbacks.EpochBackup(backup_dir, phase=phase, stateful=(stop, best), resumed=state)
     board = callbacks.tensorboard(logs / f"phase{phase}")
-    if x_mirror is not None:
-        targets = one_hot(y, cfg.num_classes)
-        data = dict(x=MirrorChoice(x, x_mirror, targets, cfg.batch_size, seed, first_epoch=first))
-    else:
-        data = dict(x=x, y=one_hot(y, cfg.num_classes), batch_size=cfg.batch_size, shuffle=True)
+    train_batches = Batches(
+        x, one_hot(y, cfg.num_classes), cfg.batch_size, seed, first_epoch=first, x_mirror=x_mirror
+    )
     model.fit(
-        **data,
+        train_batches,
         epochs=epochs,
         initial_epoch=first,
-        validation_data=(x_val, one_hot(y_val, cfg.num_classes)),
+        shuffle=False,  # Batches draws each epoch's order itself
+        validation_data=Batches(x_val, one_hot(y_val, cfg.num_classes), cfg.batch_size),
         callbacks=[c for c in (stop, best, board, backup) if c],  # the backup comes last
         verbose=callbacks.keras_verbose(progress),
     )

@@ -5,7 +5,7 @@ kept on disk (a resumed run does not recompute them). Phase 2 unfreezes the top
 ``finetune_blocks`` VGG block(s) and fine-tunes them with the head at a low learning
 rate, still on cached features (the frozen blocks below never change). With
 ``mirror_features`` the features of every training image's mirror image are cached
-too, and each epoch shows one of the two per image (:class:`MirrorChoice`):
+too, and each epoch shows one of the two per image (cifarlab.batches.Batches):
 augmentation without recomputing features.
 
 The settings (head epochs, fine-tuning optimizer, rate and warm-up, image size) are
@@ -26,40 +26,6 @@ from cifarlab.data import Split
 from cifarlab.layout import atomic_path
 from cifarlab.models import build_vgg16, vgg16_parts
 from cifarlab.recipe import compile_model
-
-
-class MirrorChoice(keras.utils.PyDataset):
-    """Augmentation for inputs cached once: every epoch shows each image once, as itself
-    or as its mirror image (a fair coin per image), in a new order. The draws depend only
-    on the seed and the epoch, so a resumed run sees the epochs it would have seen."""
-
-    def __init__(self, x, x_mirror, y, batch_size: int, seed: int, first_epoch: int = 0):
-        super().__init__()
-        if x.shape != x_mirror.shape or len(x) != len(y):
-            raise ValueError("images, mirror images and labels must match")
-        self.x, self.x_mirror, self.y = x, x_mirror, y
-        self.batch_size, self.seed = batch_size, seed
-        self.epoch = first_epoch
-        self._draw()
-
-    def _draw(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.order = rng.permutation(len(self.y))
-        self.mirrored = rng.random(len(self.y)) < 0.5
-
-    def __len__(self):
-        return int(np.ceil(len(self.y) / self.batch_size))
-
-    def __getitem__(self, i):
-        idx = np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
-        batch = self.x[idx]  # one gather, then the mirrored rows replaced in place
-        pick = self.mirrored[idx]
-        batch[pick] = self.x_mirror[idx[pick]]
-        return batch, self.y[idx]
-
-    def on_epoch_end(self):
-        self.epoch += 1
-        self._draw()
 
 
 def cached_features(

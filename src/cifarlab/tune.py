@@ -25,6 +25,7 @@ import keras_tuner as kt
 import numpy as np
 
 from cifarlab import config as cfgmod
+from cifarlab.batches import Batches
 from cifarlab.callbacks import keras_verbose
 from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset, load_dataset, prepare, stratified_subset
@@ -82,9 +83,9 @@ def config_from_hp(hp: kt.HyperParameters, base: TrainConfig) -> TrainConfig:
 class TunedHyperModel(kt.HyperModel):
     """Builds, compiles and fits one trial with the project's own training code."""
 
-    def __init__(self, base: TrainConfig, steps_per_epoch: int, epochs: int):
+    def __init__(self, base: TrainConfig, steps_per_epoch: int, epochs: int, seed: int = 0):
         super().__init__(name="tuned")
-        self.base, self.steps, self.epochs = base, steps_per_epoch, epochs
+        self.base, self.steps, self.epochs, self.seed = base, steps_per_epoch, epochs, seed
         self.trials_run = 0  # by this process (a worker's share in a distributed search)
 
     def build(self, hp):
@@ -97,13 +98,12 @@ class TunedHyperModel(kt.HyperModel):
         cfg = config_from_hp(hp, self.base)
         self.trials_run += 1
         xv, yv = validation_data
+        # Every trial sees the same seeded order of the same images (cifarlab.batches).
         return model.fit(
-            x,
-            one_hot(y, cfg.num_classes),
-            batch_size=cfg.batch_size,
+            Batches(x, one_hot(y, cfg.num_classes), cfg.batch_size, self.seed),
             epochs=self.epochs,
-            validation_data=(xv, one_hot(yv, cfg.num_classes)),
-            shuffle=True,
+            validation_data=Batches(xv, one_hot(yv, cfg.num_classes), cfg.batch_size),
+            shuffle=False,
             **kwargs,
         )
 
@@ -167,7 +167,7 @@ def run_search(
         )
     steps = int(np.ceil(len(y) / base.batch_size))
     project = f"{ds.name}-{ds.checksum[:8]}-{profile}-seed{seed}"
-    hypermodel = TunedHyperModel(base, steps, budget["epochs"])
+    hypermodel = TunedHyperModel(base, steps, budget["epochs"], seed)
     role = _role()
     tuner = kt.BayesianOptimization(
         hypermodel,

@@ -446,3 +446,32 @@ def test_config_command_prints_every_setting_a_model_trains_with():
     shown = json.loads(r.stdout)
     assert shown.pop("note").startswith("the search's winner")
     assert shown == config.model_config("tuned", "cpu").to_dict()
+
+
+def test_the_tensorflow_pipeline_yields_exactly_the_batches_of_the_pydataset():
+    pytest.importorskip("tensorflow", reason="the tf.data path exists only with TensorFlow")
+    from cifarlab import _tf_data
+
+    n = 53
+    x = np.arange(n, dtype="float32").reshape(n, 1, 1, 1).repeat(2, 2)
+    x[:, :, 1] += 1000
+    xm = x[:, :, ::-1].copy()
+    y = np.eye(n, dtype="float32")
+    for make in (
+        lambda first: batches.Batches(x, y, 10, seed=5, first_epoch=first, x_mirror=xm),
+        lambda first: batches.Batches(x, y, 10, seed=5, first_epoch=first),
+        lambda first: batches.Batches(x, None, 10),
+    ):
+        seq = make(1)  # resumed after one epoch: epochs 1 and 2 follow
+        got = [
+            np.asarray(b) if seq.y is None else tuple(map(np.asarray, b))
+            for b in _tf_data.dataset(seq, epochs=2)
+        ]
+        want = []
+        for _ in range(2):
+            want += [seq[i] for i in range(len(seq))]
+            seq.on_epoch_end()
+        assert len(got) == len(want) == 12
+        for g, w in zip(got, want):
+            for a, b in zip(g if seq.y is not None else [g], w if seq.y is not None else [w]):
+                np.testing.assert_array_equal(a, b)

@@ -5,12 +5,10 @@ validation data from :class:`Batches` instead of handing NumPy arrays to Keras:
 
 - the order of each epoch depends only on the seed and the epoch, so a resumed run sees
   the epochs an uninterrupted one would have seen, on TensorFlow, JAX and torch alike;
-- batches are gathered by two threads (Keras' ``OrderedEnqueuer``). Under TensorFlow that
-  keeps tf.data's autotuning out of the input path: with NumPy arrays, Keras builds a
-  tf.data pipeline whose autotuning thread sleeps up to a minute between rounds, and a new
-  epoch cannot start until the previous epoch's pipeline has shut that thread down.
-  Measured on 2 cores (BENCHMARKS.md): a new epoch's first step waited 22-54 s after one
-  epoch in three, 5 of the 15 epochs of the CIFAR-100 baseline;
+- :func:`fit_data` hands them to ``fit`` the fastest way each backend has: under
+  TensorFlow as a tf.data pipeline without autotuning (cifarlab._tf_data says why: with
+  NumPy arrays, a new epoch's first step waited 27-48 s in 5 of the 15 epochs of the
+  CIFAR-100 baseline), elsewhere as this PyDataset, gathered by two threads;
 - with ``x_mirror`` (inputs computed once for the mirrored images, such as cached VGG16
   features), each epoch shows every image once, as itself or as its mirror image (a fair
   coin per image): flips for free where the inputs cannot be flipped.
@@ -57,14 +55,19 @@ class Batches(keras.utils.PyDataset):
         self.epoch = first_epoch
         self._draw()
 
-    def _draw(self) -> None:
+    def epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The rows of ``epoch`` in the order it shows them, and which are mirrored."""
         n = len(self.x)
         if self.seed is None:
-            self.order, self.mirrored = None, None
-            return
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.order = rng.permutation(n)
-        self.mirrored = rng.random(n) < 0.5 if self.x_mirror is not None else None
+            return np.arange(n), None
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(n)
+        return order, (rng.random(n) < 0.5 if self.x_mirror is not None else None)
+
+    def _draw(self) -> None:
+        self.order, self.mirrored = self.epoch_order(self.epoch)
+        if self.seed is None:
+            self.order = None
 
     def __len__(self) -> int:
         return -(-len(self.x) // self.batch_size)
@@ -88,3 +91,18 @@ class Batches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self._draw()
+
+
+def fit_data(train: Batches, val: Batches | None, epochs: int) -> dict:
+    """``fit``'s data arguments for training on ``train`` up to ``epochs`` (from its
+    current epoch on) and validating on ``val``: tf.data pipelines under TensorFlow
+    (cifarlab._tf_data, one iterator for the whole training), the PyDatasets elsewhere."""
+    if keras.backend.backend() == "tensorflow":
+        from cifarlab import _tf_data
+
+        return dict(
+            x=_tf_data.dataset(train, epochs - train.epoch),
+            steps_per_epoch=len(train),
+            validation_data=None if val is None else _tf_data.dataset(val),
+        )
+    return dict(x=train, validation_data=val, shuffle=False)

@@ -205,14 +205,14 @@ def epoch_starts(epochs: int = 5, steps: int = 300, step_s: float = 0.1) -> dict
     backend this process runs.
 
     "arrays": NumPy arrays handed to ``fit`` (under TensorFlow, Keras builds an autotuned
-    tf.data pipeline from them); "batches": the same arrays as :class:`cifarlab.batches.Batches`
-    (what the library trains on). The model is so small that a step costs nothing; a fixed
+    tf.data pipeline from them); "batches": the same arrays as the library trains on them
+    (:func:`cifarlab.batches.fit_data`). The model is so small that a step costs nothing; a fixed
     pause after every step (``step_s``) gives epochs as long as real ones (the delay grows
     with the epoch's length), so the row measures the input path alone.
     """
     import keras
 
-    from cifarlab.batches import Batches
+    from cifarlab.batches import Batches, fit_data
 
     class Clock(keras.callbacks.Callback):
         def __init__(self):
@@ -250,7 +250,7 @@ def epoch_starts(epochs: int = 5, steps: int = 300, step_s: float = 0.1) -> dict
         if path == "arrays":
             data = dict(x=x, y=y, batch_size=bs, validation_data=(xv, yv), shuffle=True)
         else:
-            data = dict(x=Batches(x, y, bs, seed=0), validation_data=Batches(xv, yv, bs))
+            data = fit_data(Batches(x, y, bs, seed=0), Batches(xv, yv, bs), epochs)
         model.fit(**data, epochs=epochs, callbacks=[clock], verbose=0)
         waits[path] = clock.waits
     return {

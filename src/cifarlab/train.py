@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from cifarlab import callbacks, config
-from cifarlab.batches import Batches
+from cifarlab.batches import Batches, fit_data
 from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset, prepare
 from cifarlab.errors import CifarlabError
@@ -76,12 +76,11 @@ def fit(
     train_batches = Batches(
         x, one_hot(y, cfg.num_classes), cfg.batch_size, seed, first_epoch=first, x_mirror=x_mirror
     )
+    val_batches = Batches(x_val, one_hot(y_val, cfg.num_classes), cfg.batch_size)
     model.fit(
-        train_batches,
+        **fit_data(train_batches, val_batches, epochs),
         epochs=epochs,
         initial_epoch=first,
-        shuffle=False,  # Batches draws each epoch's order itself
-        validation_data=Batches(x_val, one_hot(y_val, cfg.num_classes), cfg.batch_size),
         callbacks=[c for c in (stop, best, board, backup) if c],  # the backup comes last
         verbose=callbacks.keras_verbose(progress),
     )

@@ -25,7 +25,7 @@ import keras_tuner as kt
 import numpy as np
 
 from cifarlab import config as cfgmod
-from cifarlab.batches import Batches
+from cifarlab.batches import Batches, fit_data
 from cifarlab.callbacks import keras_verbose
 from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset, load_dataset, prepare, stratified_subset
@@ -99,13 +99,9 @@ class TunedHyperModel(kt.HyperModel):
         self.trials_run += 1
         xv, yv = validation_data
         # Every trial sees the same seeded order of the same images (cifarlab.batches).
-        return model.fit(
-            Batches(x, one_hot(y, cfg.num_classes), cfg.batch_size, self.seed),
-            epochs=self.epochs,
-            validation_data=Batches(xv, one_hot(yv, cfg.num_classes), cfg.batch_size),
-            shuffle=False,
-            **kwargs,
-        )
+        train = Batches(x, one_hot(y, cfg.num_classes), cfg.batch_size, self.seed)
+        val = Batches(xv, one_hot(yv, cfg.num_classes), cfg.batch_size)
+        return model.fit(**fit_data(train, val, self.epochs), epochs=self.epochs, **kwargs)
 
 
 def _role() -> str:

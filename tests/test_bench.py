@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cifarlab import bench, config, models
+from cifarlab import batches, bench, config, models
 
 
 def test_forward_flops_of_the_baseline_match_a_hand_count():
@@ -62,7 +62,7 @@ def test_markdown_table_has_a_row_per_measurement(tmp_path):
 
 
 def test_epoch_starts_times_each_epoch_of_both_input_paths_and_the_table_says_so():
-    e = bench.epoch_starts(epochs=2, steps=3, step_s=0.0)
+    e = batches.epoch_starts(epochs=2, steps=3, step_s=0.0)
     assert e["epochs"] == 2 and e["steps_per_epoch"] == 3
     assert set(e["waits_s"]) == {"arrays", "batches"}
     for waits in e["waits_s"].values():

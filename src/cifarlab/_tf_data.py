@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from cifarlab.batches import batch_rows
+
 #: Batches gathered ahead of the training step, and threads gathering them.
 PREFETCH = 2
 
@@ -34,7 +36,7 @@ def dataset(batches, epochs: int = 1) -> tf.data.Dataset:
     for e in range(epochs):
         order, mirrored = batches.epoch_order(batches.epoch + e)
         for i in range(steps):
-            idx = np.sort(order[i * bs : (i + 1) * bs])  # as Batches.indices: reads forward
+            idx = batch_rows(order, i, bs)
             rows[e * steps + i, : len(idx)] = idx
             sizes[e * steps + i] = len(idx)
             if mirrored is not None:

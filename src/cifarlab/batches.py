@@ -26,6 +26,11 @@ import numpy as np
 WORKERS = 2
 
 
+def batch_rows(order: np.ndarray, i: int, batch_size: int) -> np.ndarray:
+    """Rows of batch ``i`` of an epoch shown in ``order`` (sorted: a gather reads forward)."""
+    return np.sort(order[i * batch_size : (i + 1) * batch_size])
+
+
 class Batches(keras.utils.PyDataset):
     """``(x, y)`` batches of arrays held in memory.
 
@@ -68,17 +73,13 @@ class Batches(keras.utils.PyDataset):
 
     def _draw(self) -> None:
         self.order, self.mirrored = self.epoch_order(self.epoch)
-        if self.seed is None:
-            self.order = None
 
     def __len__(self) -> int:
         return -(-len(self.x) // self.batch_size)
 
-    def indices(self, i: int) -> np.ndarray | slice:
-        """The rows of batch ``i`` of the current epoch (sorted: a gather reads forward)."""
-        if self.order is None:
-            return slice(i * self.batch_size, (i + 1) * self.batch_size)
-        return np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
+    def indices(self, i: int) -> np.ndarray:
+        """The rows of batch ``i`` of the current epoch."""
+        return batch_rows(self.order, i, self.batch_size)
 
     def __getitem__(self, i: int):
         if not 0 <= i < len(self):

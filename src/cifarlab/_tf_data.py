@@ -18,10 +18,7 @@ parallelism. The training pipeline holds every remaining epoch, so ``fit`` runs 
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
-
-from cifarlab.batches import batch_rows
 
 #: Batches gathered ahead of the training step, and threads gathering them.
 PREFETCH = 2
@@ -29,21 +26,9 @@ PREFETCH = 2
 
 def dataset(batches, epochs: int = 1) -> tf.data.Dataset:
     """``epochs`` epochs of ``batches`` (from its current epoch on), batch after batch."""
-    bs, steps = batches.batch_size, len(batches)
-    rows = np.zeros((epochs * steps, bs), dtype=np.int64)
-    sizes = np.zeros(epochs * steps, dtype=np.int64)
-    flips = np.zeros((epochs * steps, bs), dtype=bool)
-    for e in range(epochs):
-        order, mirrored = batches.epoch_order(batches.epoch + e)
-        for i in range(steps):
-            idx = batch_rows(order, i, bs)
-            rows[e * steps + i, : len(idx)] = idx
-            sizes[e * steps + i] = len(idx)
-            if mirrored is not None:
-                flips[e * steps + i, : len(idx)] = mirrored[idx]
     arrays = (batches.x, batches.y, batches.x_mirror)
     held = tuple(a for a in arrays if a is not None)
-    plan = tf.data.Dataset.from_tensor_slices((rows, sizes, flips))
+    plan = tf.data.Dataset.from_tensor_slices(batches.plan(epochs))
     data = tf.data.Dataset.zip((plan, tf.data.Dataset.from_tensors(held).repeat()))
 
     def gather(step, held):

@@ -95,6 +95,23 @@ class Batches(keras.utils.PyDataset):
         self.epoch += 1
         self._draw()
 
+    def plan(self, epochs: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``epochs`` epochs from the current one on, batch after batch: the rows of each
+        batch (zero-padded to the batch size), its size, and which rows are mirrored."""
+        bs, steps = self.batch_size, len(self)
+        rows = np.zeros((epochs * steps, bs), dtype=np.int64)
+        sizes = np.zeros(epochs * steps, dtype=np.int64)
+        flips = np.zeros((epochs * steps, bs), dtype=bool)
+        for e in range(epochs):
+            order, mirrored = self.epoch_order(self.epoch + e)
+            for i in range(steps):
+                idx = batch_rows(order, i, bs)
+                rows[e * steps + i, : len(idx)] = idx
+                sizes[e * steps + i] = len(idx)
+                if mirrored is not None:
+                    flips[e * steps + i, : len(idx)] = mirrored[idx]
+        return rows, sizes, flips
+
 
 def fit_data(train: Batches, val: Batches | None, epochs: int) -> dict:
     """``fit``'s data arguments for training on ``train`` up to ``epochs`` (from its

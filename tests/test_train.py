@@ -23,6 +23,7 @@ from cifarlab import (
     models,
     recipe,
     train,
+    tta,
     tune,
 )
 from cifarlab.errors import CifarlabError
@@ -56,13 +57,19 @@ def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, 
     new process loads each model and predicts exactly the same probabilities."""
     code = f"""
         import numpy as np, keras
-        from cifarlab import config, evidence, models, recipe
+        from cifarlab import airbench as airbench_module, config, evidence, models, recipe
         x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("uint8")
         y = np.arange(16) % 10
-        for name in ("baseline", "overfit", "tuned", "vgg16"):
-            cfg = config.model_config(name, "smoke").replace(
-                mean=[125.0, 123.0, 114.0], std=[63.0, 62.0, 66.0], num_classes=10, batch_size=8)
+        airbench = dict(  # the tuned model as the airbench family, every part on
+            hp=dict(arch="airbench", widths=[16, 32, 32]), l2=5e-4, bias_lr_scale=64,
+            lookahead=2, schedule="linear", decay_to=0.07, flip_mode="alternate",
+            pixel_shifts=True, tta_shift=1)
+        for name in ("baseline", "overfit", "tuned", "vgg16", "airbench"):
+            cfg = config.model_config("tuned" if name == "airbench" else name, "smoke").replace(
+                mean=[125.0, 123.0, 114.0], std=[63.0, 62.0, 66.0], num_classes=10, batch_size=8,
+                **(airbench if name == "airbench" else dict()))
             m = models.build_vgg16(cfg, weights="none") if name == "vgg16" else models.build(cfg)
+            airbench_module.init_from_data(m, cfg, x)
             recipe.compile_model(m, cfg, 2)
             m.fit(x, recipe.one_hot(y, 10), epochs=1, steps_per_epoch=1, batch_size=8, verbose=0)
             saved = evidence.model_for_saving(m, cfg)  # tuned: test-time flip inside
@@ -75,7 +82,7 @@ def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, 
     check = f"""
         import numpy as np, keras
         x = np.load(r"{tmp_path}/x.npy")
-        for name in ("baseline", "overfit", "tuned", "vgg16"):
+        for name in ("baseline", "overfit", "tuned", "vgg16", "airbench"):
             m = keras.saving.load_model(r"{tmp_path}/" + name + ".keras", safe_mode=True)
             np.testing.assert_allclose(m.predict(x, verbose=0), np.load(r"{tmp_path}/" + name + ".npy"), atol=1e-5)
         print("ok")
@@ -125,12 +132,12 @@ def test_test_time_flip_averaging_is_part_of_the_saved_forward_pass(tmp_path):
     want = (net.predict(x, verbose=0) + net.predict(x[:, :, ::-1], verbose=0)) / 2
     np.testing.assert_allclose(loaded.predict(x, verbose=0), want, atol=1e-6)
     assert abs(want - net.predict(x, verbose=0)).max() > 1e-4  # the mirror changes something
-    assert models.has_flip_averaging(loaded)
-    assert models.network(loaded).get_layer("normalize") is not None
+    assert tta.is_wrapped(loaded)
+    assert tta.network(loaded).get_layer("normalize") is not None
     # predicting "with TTA" through the library does not mirror twice
     np.testing.assert_allclose(inference.predict_proba(loaded, x, tta_flip=True), want, atol=1e-6)
     no_tta = _cfg("baseline")
-    assert not models.has_flip_averaging(evidence.model_for_saving(models.build(no_tta), no_tta))
+    assert not tta.is_wrapped(evidence.model_for_saving(models.build(no_tta), no_tta))
 
 
 def test_progress_is_a_bar_in_a_terminal_and_silent_when_off():
@@ -459,6 +466,7 @@ def test_the_tensorflow_pipeline_yields_exactly_the_batches_of_the_pydataset():
     y = np.eye(n, dtype="float32")
     for make in (
         lambda first: batches.Batches(x, y, 10, seed=5, first_epoch=first, x_mirror=xm),
+        lambda first: batches.Batches(x, y, 10, 5, first, x_mirror=xm, alternate=True),
         lambda first: batches.Batches(x, y, 10, seed=5, first_epoch=first),
         lambda first: batches.Batches(x, None, 10),
     ):

@@ -11,7 +11,10 @@ validation data from :class:`Batches` instead of handing NumPy arrays to Keras:
   CIFAR-100 baseline), elsewhere as this PyDataset, gathered by two threads;
 - with ``x_mirror`` (inputs computed once for the mirrored images, such as cached VGG16
   features), each epoch shows every image once, as itself or as its mirror image (a fair
-  coin per image): flips for free where the inputs cannot be flipped.
+  coin per image): flips for free where the inputs cannot be flipped;
+- with ``alternate`` too (airbench's alternating flips), the coin is tossed once, in the
+  first epoch, and every image is shown mirrored in every other epoch from then on: over
+  two epochs each image is seen both ways, fewer repeats than fresh coins give.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class Batches(keras.utils.PyDataset):
         seed: int | None = None,
         first_epoch: int = 0,
         x_mirror: np.ndarray | None = None,
+        alternate: bool = False,
     ):
         super().__init__(workers=WORKERS, use_multiprocessing=False, max_queue_size=4)
         if batch_size < 1:
@@ -57,6 +61,9 @@ class Batches(keras.utils.PyDataset):
             raise ValueError("the mirror images' inputs must have the images' shape")
         if x_mirror is not None and seed is None:
             raise ValueError("mirror images are drawn at random: give a seed")
+        if alternate and x_mirror is None:
+            raise ValueError("alternating flips need the mirror images' inputs (x_mirror)")
+        self.alternate = alternate
         self.x, self.y, self.x_mirror = x, y, x_mirror
         self.batch_size, self.seed = batch_size, seed
         self.epoch = first_epoch
@@ -69,7 +76,13 @@ class Batches(keras.utils.PyDataset):
             return np.arange(n), None
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(n)
-        return order, (rng.random(n) < 0.5 if self.x_mirror is not None else None)
+        if self.x_mirror is None:
+            return order, None
+        if not self.alternate:
+            return order, rng.random(n) < 0.5
+        first = np.random.default_rng([self.seed, 0])
+        first.permutation(n)  # the first epoch's draws, in the same sequence
+        return order, (first.random(n) < 0.5) ^ bool(epoch % 2)
 
     def _draw(self) -> None:
         self.order, self.mirrored = self.epoch_order(self.epoch)
@@ -111,6 +124,19 @@ class Batches(keras.utils.PyDataset):
                 if mirrored is not None:
                     flips[e * steps + i, : len(idx)] = mirrored[idx]
         return rows, sizes, flips
+
+
+def training_batches(x, y, cfg, seed: int, first_epoch: int = 0, x_mirror=None) -> Batches:
+    """The training split as :class:`Batches` for the config ``cfg``: one-hot targets,
+    its batch size, and with ``cfg.flip_mode == "alternate"`` the mirror images made
+    here (the model then has no flip layer, cifarlab.models)."""
+    alternate = cfg.flip and cfg.flip_mode == "alternate"
+    if alternate and x_mirror is None:
+        x_mirror = np.ascontiguousarray(x[:, :, ::-1])
+    targets = np.eye(cfg.num_classes, dtype="float32")[y]
+    return Batches(
+        x, targets, cfg.batch_size, seed, first_epoch, x_mirror=x_mirror, alternate=alternate
+    )
 
 
 def fit_data(train: Batches, val: Batches | None, epochs: int) -> dict:

@@ -35,17 +35,26 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw (decoupled decay) | sgd (Nesterov momentum)
     learning_rate: float = 1e-3  # the peak learning rate
     momentum: float = 0.9  # SGD only
-    schedule: str = "cosine"  # cosine (linear warm-up, then cosine to 0) | constant
+    schedule: str = "cosine"  # cosine | linear (linear warm-up, then to 0) | constant
     warmup_fraction: float = 0.0  # of all steps; 0.2-0.3 gives a one-cycle shape
     warmup_start: float = 0.1  # the warm-up starts at this fraction of the peak rate
+    decay_to: float = 0.0  # linear schedule: ends at this fraction of the peak rate
     # decoupled weight decay (Keras optimizers' weight_decay), not on biases / BN;
     # AdamW with 0 here decays at adamw_decay_when_unset (its search dimension lists 0)
     weight_decay: float = 0.0
     adamw_decay_when_unset: float = 1e-4
     label_smoothing: float = 0.0
+    l2: float = 0.0  # coupled L2 on the kernels (in the loss; airbench networks)
+    bias_lr_scale: float = 1.0  # SGD: the batch-norm biases' step is this times larger
+    lookahead: int = 0  # every this many steps the weights become their moving average
+    lookahead_momentum: float = 0.95  # of that average, updated every step
     # ---- augmentation (random, training only; part of the saved model)
     flip: bool = False  # horizontal flips
+    # random: a coin per image and step (a model layer); alternate: a coin per image in
+    # the first epoch, then each image mirrored in every other epoch (in the batches)
+    flip_mode: str = "random"
     translate: float = 0.0  # random shift by up to this fraction of the size (reflect)
+    pixel_shifts: bool = False  # shifts by whole pixels (nearest): an exact pad-and-crop
     rotation: float = 0.0  # random rotation by up to this fraction of a full turn
     # ---- model selection
     patience: int | None = None  # early stopping: epochs without a better val_accuracy
@@ -58,6 +67,7 @@ class TrainConfig:
     train_subset: int | None = None  # AFTER the split: train on this many; validation stays whole
     test_limit: int | None = None  # evaluate on a stratified subset of the test split
     tta_flip: bool = False  # predictions averaged over each image and its mirror
+    tta_shift: int = 0  # and over those shifted by this many pixels both ways (6 views)
     # auto: mixed_bfloat16 on a GPU (tensor cores, no loss scaling needed) and on CPUs
     # with AVX-512 BF16 / AMX under TensorFlow (1.3x measured here); float32 otherwise.
     # Or float32 / mixed_bfloat16 / mixed_float16. A training choice only.
@@ -81,6 +91,8 @@ class TrainConfig:
             raise CifarlabError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             raise CifarlabError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.flip_mode not in ("random", "alternate"):
+            raise CifarlabError(f"flip_mode is random or alternate, got '{self.flip_mode}'")
         return self
 
     def to_dict(self) -> dict:

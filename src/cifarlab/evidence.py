@@ -134,12 +134,17 @@ def inference_in_float32(model: keras.Model) -> keras.Model:
 
 
 def model_for_saving(model: keras.Model, cfg: TrainConfig) -> keras.Model:
-    """What is saved: the model computing in float32, wrapped with test-time flip
-    averaging when ``cfg.tta_flip`` (so plain Keras predicts the reported figure)."""
-    from cifarlab.models import with_flip_averaging
+    """What is saved: the model computing in float32, without its optimizer (which may
+    be cifarlab's own: plain Keras must load the file), wrapped with test-time views
+    when ``cfg.tta_flip`` or ``cfg.tta_shift`` (so plain Keras predicts the reported
+    figure, cifarlab.tta)."""
+    from cifarlab import tta
 
     model = inference_in_float32(model)
-    return with_flip_averaging(model) if cfg.tta_flip else model
+    model = keras.Model(model.input, model.output, name=model.name)  # the same, uncompiled
+    if cfg.tta_flip or cfg.tta_shift:
+        return tta.wrap(model, flip=cfg.tta_flip, shift=cfg.tta_shift)
+    return model
 
 
 def _json_default(o):

@@ -132,10 +132,10 @@ def predict_proba(
     model: keras.Model, x: np.ndarray, tta_flip: bool = False, batch_size: int = 256
 ) -> np.ndarray:
     """Class probabilities; with ``tta_flip`` averaged over each image and its mirror
-    (unless the model does that itself: cifarlab.models.with_flip_averaging)."""
-    from cifarlab.models import has_flip_averaging
+    (unless the model does that itself: cifarlab.tta.wrap)."""
+    from cifarlab.tta import is_wrapped
 
-    tta_flip = tta_flip and not has_flip_averaging(model)
+    tta_flip = tta_flip and not is_wrapped(model)
     p = model.predict(x, batch_size=batch_size, verbose=0)
     if tta_flip:
         p = (p + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2

@@ -38,6 +38,7 @@ import keras  # noqa: E402  (after the config import so KERAS_BACKEND is respect
 import numpy as np
 from keras import layers  # noqa: E402
 
+from cifarlab.airbench import build_airbench
 from cifarlab.archives import file_digest
 from cifarlab.config import BN_MOMENTUM, TrainConfig, check_model
 from cifarlab.errors import CifarlabError
@@ -49,14 +50,24 @@ INPUT_SHAPE = (32, 32, 3)
 
 
 def augmentation(
-    flip: bool = True, translate: float = 0.0, rotation: float = 0.0, name: str = "augment"
+    flip: bool = True,
+    translate: float = 0.0,
+    rotation: float = 0.0,
+    name: str = "augment",
+    pixel_shifts: bool = False,
 ) -> keras.Sequential:
     """Random horizontal flip, translation by up to ``translate`` of the size
-    (reflect-padded, like a pad-and-crop), and an optional small rotation (a fraction of
-    a full turn). Active only in training."""
+    (reflect-padded, like a pad-and-crop; with ``pixel_shifts`` by whole pixels, nearest,
+    so every output pixel is an input pixel), and an optional small rotation (a fraction
+    of a full turn). Active only in training."""
     parts = [layers.RandomFlip("horizontal")] if flip else []
     if translate > 0:
-        parts.append(layers.RandomTranslation(translate, translate, fill_mode="reflect"))
+        interpolation = "nearest" if pixel_shifts else "bilinear"
+        parts.append(
+            layers.RandomTranslation(
+                translate, translate, fill_mode="reflect", interpolation=interpolation
+            )
+        )
     if rotation > 0:
         parts.append(layers.RandomRotation(rotation, fill_mode="reflect"))
     return keras.Sequential(parts, name=name)
@@ -68,8 +79,11 @@ def _inputs(config: TrainConfig):
         raise ValueError("config.mean, config.std and config.num_classes must be set from the data")
     inputs = keras.Input(INPUT_SHAPE, name="pixels")  # raw 0-255 RGB
     x = inputs
-    if config.flip or config.translate > 0 or config.rotation > 0:
-        x = augmentation(config.flip, config.translate, config.rotation)(x)
+    flip = config.flip and config.flip_mode == "random"  # alternate: the batches flip
+    if flip or config.translate > 0 or config.rotation > 0:
+        x = augmentation(flip, config.translate, config.rotation, pixel_shifts=config.pixel_shifts)(
+            x
+        )
     x = layers.Normalization(  # float32 even under mixed precision: raw pixels reach 255
         mean=list(config.mean),
         variance=[s * s for s in config.std],
@@ -140,11 +154,15 @@ def build_tuned(config: TrainConfig) -> keras.Model:
     average pooling and a softmax head.
 
     ``config.hp``: ``width`` (w), ``depth`` (blocks per stage), ``batch_norm``,
-    ``residual`` (identity shortcuts), ``dropout`` (before the head).
+    ``residual`` (identity shortcuts), ``dropout`` (before the head). With
+    ``arch="airbench"``, the airbench family instead (cifarlab.airbench; call
+    :func:`cifarlab.airbench.init_from_data` on the built model before training).
     """
     hp = config.hp
-    w, depth, bn, residual = hp["width"], hp["depth"], hp["batch_norm"], hp["residual"]
     inputs, x = _inputs(config)
+    if hp.get("arch", "resnet") == "airbench":
+        return build_airbench(config, inputs, x)
+    w, depth, bn, residual = hp["width"], hp["depth"], hp["batch_norm"], hp["residual"]
     x = _conv(x, w, "stem", bn=bn)
     for s, width in enumerate((w, 2 * w, 4 * w), start=1):
         if s > 1:  # pool first, then widen: 4x cheaper than widening at full resolution
@@ -363,45 +381,6 @@ def load_vgg16_weights(base: keras.Model, path: str) -> None:
 
 def _natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
-
-
-# --------------------------------------------------------------------------- test-time flip
-
-FLIP_AVERAGE = "flip_average"  # the name of the averaging layer of a wrapped model
-
-
-def with_flip_averaging(model: keras.Model) -> keras.Model:
-    """``model`` wrapped so that its forward pass averages the predictions for each image
-    and its mirror image (test-time augmentation inside the saved model: plain Keras
-    ``predict`` gives the reported figure). Built-in layers only: the mirror is a frozen
-    0/1 Dense layer along the width axis (exact), so it loads in safe mode on every
-    backend. :func:`network` returns the model inside."""
-    width = model.input_shape[2]
-    pixels = keras.Input(model.input_shape[1:], name="pixels")
-    x = layers.Permute((1, 3, 2), name="mirror_to_columns")(pixels)  # (H, C, W)
-    x = layers.Dense(
-        width,
-        use_bias=False,
-        trainable=False,
-        kernel_initializer=keras.initializers.Constant(np.eye(width)[::-1]),
-        name="mirror",
-        dtype="float32",
-    )(x)
-    mirrored = layers.Permute((1, 3, 2), name="mirror_to_pixels")(x)
-    out = layers.Average(name=FLIP_AVERAGE, dtype="float32")([model(pixels), model(mirrored)])
-    return keras.Model(pixels, out, name=f"{model.name}_flip_averaged")
-
-
-def network(model: keras.Model) -> keras.Model:
-    """The network itself: the model inside a :func:`with_flip_averaging` wrapper, else
-    ``model`` (the layer-name contract above holds for what this returns)."""
-    if any(layer.name == FLIP_AVERAGE for layer in model.layers):
-        return next(layer for layer in model.layers if isinstance(layer, keras.Model))
-    return model
-
-
-def has_flip_averaging(model: keras.Model) -> bool:
-    return network(model) is not model
 
 
 def build(config: TrainConfig, **kw) -> keras.Model:

@@ -22,7 +22,8 @@ import keras
 import numpy as np
 
 from cifarlab import callbacks, config
-from cifarlab.batches import Batches, fit_data
+from cifarlab.airbench import init_from_data
+from cifarlab.batches import Batches, fit_data, training_batches
 from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset, prepare
 from cifarlab.errors import CifarlabError
@@ -73,9 +74,7 @@ def fit(
     best = callbacks.BestCheckpoint(work / f"best{phase}.weights.h5")
     backup = callbacks.EpochBackup(backup_dir, phase=phase, stateful=(stop, best), resumed=state)
     board = callbacks.tensorboard(logs / f"phase{phase}")
-    train_batches = Batches(
-        x, one_hot(y, cfg.num_classes), cfg.batch_size, seed, first_epoch=first, x_mirror=x_mirror
-    )
+    train_batches = training_batches(x, y, cfg, seed, first_epoch=first, x_mirror=x_mirror)
     val_batches = Batches(x_val, one_hot(y_val, cfg.num_classes), cfg.batch_size)
     model.fit(
         **fit_data(train_batches, val_batches, epochs),
@@ -172,6 +171,7 @@ def train_model(
                 )
             else:
                 model = build(cfg)
+                init_from_data(model, cfg, split.x_train)  # airbench networks' whitening
                 steps = cfg.epochs * int(np.ceil(len(split.y_train) / cfg.batch_size))
                 compile_model(model, cfg, steps)
                 records = fit(

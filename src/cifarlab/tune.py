@@ -14,6 +14,7 @@ flip + translate augmentation of tunable strength.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -24,8 +25,9 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
+from cifarlab import airbench
 from cifarlab import config as cfgmod
-from cifarlab.batches import Batches, fit_data
+from cifarlab.batches import Batches, fit_data, training_batches
 from cifarlab.callbacks import keras_verbose
 from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset, load_dataset, prepare, stratified_subset
@@ -39,45 +41,89 @@ if TYPE_CHECKING:
     import pandas as pd
 
 #: The recipe the space starts from: each dimension's default is its value.
-RECIPE = cfgmod.RECIPES["tuned"]["all"]
+RECIPE = dataclasses.asdict(TrainConfig(model="tuned", **cfgmod.RECIPES["tuned"]["all"]))
 
 
 def config_from_hp(hp: kt.HyperParameters, base: TrainConfig) -> TrainConfig:
     """The search space: each ``hp`` call declares one dimension, its values and its
-    default (the tuned recipe's value)."""
-    arch = RECIPE["hp"]
+    default (the tuned recipe's value). Two network families: ``resnet`` (the small BN
+    ResNet of cifarlab.models) and ``airbench`` (cifarlab.airbench), each part of
+    which is a dimension; the recipe's parts (schedule, lookahead, the biases' step,
+    alternating flips, whole-pixel shifts, test-time shifts) apply to both."""
+    arch = {**airbench.DEFAULTS, **RECIPE["hp"]}
+    family = hp.Choice("arch", ["resnet", "airbench"], default=arch.get("arch", "resnet"))
     optimizer = hp.Choice("optimizer", ["sgd", "adamw"], default=RECIPE["optimizer"])
     with hp.conditional_scope("optimizer", ["sgd"]):
-        sgd_lr = hp.Choice("sgd_lr", [0.05, 0.1, 0.2], default=RECIPE["learning_rate"])
+        sgd_lr = hp.Choice("sgd_lr", [0.05, 0.1, 0.2, 0.4], default=RECIPE["learning_rate"])
+        momentum = hp.Choice("momentum", [0.85, 0.9], default=RECIPE["momentum"])
+        bias_lr_scale = hp.Choice("bias_lr_scale", [1, 64], default=RECIPE["bias_lr_scale"])
     with hp.conditional_scope("optimizer", ["adamw"]):
         adamw_lr = hp.Choice("adamw_lr", [1e-3, 3e-3, 1e-2], default=3e-3)
-    found = dict(
-        width=hp.Choice("width", [16, 24, 32], default=arch["width"]),
-        depth=hp.Int("depth", 1, 2, default=arch["depth"]),
-        batch_norm=hp.Boolean("batch_norm", default=arch["batch_norm"]),
-        residual=hp.Boolean("residual", default=arch["residual"]),
-        dropout=hp.Float("dropout", 0.0, 0.3, step=0.1, default=arch["dropout"]),
-    )
+    with hp.conditional_scope("arch", ["resnet"]):
+        resnet = dict(
+            width=hp.Choice("width", [16, 24, 32], default=arch["width"]),
+            depth=hp.Int("depth", 1, 2, default=arch["depth"]),
+            batch_norm=hp.Boolean("batch_norm", default=arch["batch_norm"]),
+            residual=hp.Boolean("residual", default=arch["residual"]),
+            dropout=hp.Float("dropout", 0.0, 0.3, step=0.1, default=arch["dropout"]),
+        )
+        weight_decay = hp.Choice("weight_decay", [0.0, 1e-4, 5e-4], default=RECIPE["weight_decay"])
+    with hp.conditional_scope("arch", ["airbench"]):
+        air = dict(
+            widths=hp.Choice("widths", WIDTHS, default=_widths(arch["widths"])),
+            whiten=hp.Boolean("whiten", default=arch["whiten"]),
+            bn_scale=hp.Boolean("bn_scale", default=arch["bn_scale"]),
+            bn_momentum=hp.Choice("bn_momentum", [0.6, 0.9], default=arch["bn_momentum"]),
+            activation=hp.Choice("activation", ["gelu", "relu"], default=arch["activation"]),
+            identity_init=hp.Boolean("identity_init", default=arch["identity_init"]),
+            head_scale=hp.Choice("head_scale", [1.0, 1 / 9], default=arch["head_scale"]),
+        )
+        l2 = hp.Choice("l2", [0.0, 5e-4, 1.3e-3], default=RECIPE["l2"])
     # declared in this order: KerasTuner draws the dimensions in declaration order
+    schedule = hp.Choice("schedule", ["cosine", "linear"], default=RECIPE["schedule"])
     warmup_fraction = hp.Choice(
         "warmup_fraction", [0.0, 0.2, 0.3], default=RECIPE["warmup_fraction"]
     )
-    weight_decay = hp.Choice("weight_decay", [0.0, 1e-4, 5e-4], default=RECIPE["weight_decay"])
+    lookahead = hp.Choice("lookahead", [0, 5], default=RECIPE["lookahead"])
     label_smoothing = hp.Choice(
         "label_smoothing", [0.0, 0.1, 0.2], default=RECIPE["label_smoothing"]
     )
     translate = hp.Choice("translate", [0.0, 0.0625, 0.125], default=RECIPE["translate"])
+    pixel_shifts = hp.Boolean("pixel_shifts", default=RECIPE["pixel_shifts"])
+    flip_mode = hp.Choice("flip_mode", ["random", "alternate"], default=RECIPE["flip_mode"])
+    tta_shift = hp.Choice("tta_shift", [0, 1], default=RECIPE["tta_shift"])
+    if family == "airbench":
+        found = {"arch": "airbench", **air, "widths": [int(w) for w in air["widths"].split("-")]}
+    else:
+        found = {"arch": "resnet", **resnet}
+    sgd = optimizer == "sgd"
     return base.replace(
         optimizer=optimizer,
-        learning_rate=sgd_lr if optimizer == "sgd" else adamw_lr,
-        schedule="cosine",
+        learning_rate=sgd_lr if sgd else adamw_lr,
+        momentum=momentum if sgd else base.momentum,
+        bias_lr_scale=bias_lr_scale if sgd else 1.0,
+        schedule=schedule,
         warmup_fraction=warmup_fraction,
-        weight_decay=weight_decay,
+        weight_decay=weight_decay if family == "resnet" else 0.0,
+        l2=l2 if family == "airbench" else 0.0,
+        lookahead=lookahead,
         label_smoothing=label_smoothing,
         translate=translate,
+        pixel_shifts=pixel_shifts,
         flip=translate > 0,  # one augmentation-strength dimension: none, or flip + shift
+        flip_mode=flip_mode,
+        tta_shift=tta_shift,
         hp={**base.hp, **found},
     )
+
+
+#: The airbench family's group widths the search can pick (airbench94: 64-256-256;
+#: wider pays more on 100 classes, narrower fits a CPU).
+WIDTHS = ["32-128-128", "64-128-128", "64-256-256", "128-384-384"]
+
+
+def _widths(widths) -> str:
+    return "-".join(str(w) for w in widths)
 
 
 class TunedHyperModel(kt.HyperModel):
@@ -99,7 +145,8 @@ class TunedHyperModel(kt.HyperModel):
         self.trials_run += 1
         xv, yv = validation_data
         # Every trial sees the same seeded order of the same images (cifarlab.batches).
-        train = Batches(x, one_hot(y, cfg.num_classes), cfg.batch_size, self.seed)
+        airbench.init_from_data(model, cfg, x)
+        train = training_batches(x, y, cfg, self.seed)
         val = Batches(xv, one_hot(yv, cfg.num_classes), cfg.batch_size)
         return model.fit(**fit_data(train, val, self.epochs), epochs=self.epochs, **kwargs)
 

@@ -27,7 +27,7 @@ from cifarlab import figures as fig_mod
 from cifarlab.figures import plt, save_figure
 from cifarlab.inference import Predictions, dataset_for, predict_test, trained_models
 from cifarlab.layout import Layout, layout, write_json
-from cifarlab.models import network
+from cifarlab.tta import network
 
 # re-exported for the notebooks: one import gives every figure
 show = fig_mod.show

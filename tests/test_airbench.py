@@ -1,0 +1,235 @@
+"""The airbench family's parts: whitening, identity init, the optimiser's parts on every
+backend, the schedule, alternating flips, whole-pixel shifts, multi-view test-time
+augmentation, and the search space that switches them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from cifarlab import airbench, batches, config, evidence, models, recipe, tta, tune
+
+BACKENDS = [
+    b
+    for b, mod in (("tensorflow", "tensorflow"), ("torch", "torch"), ("jax", "jax"))
+    if __import__("importlib").util.find_spec(mod)
+]
+
+
+def _cfg(**kw) -> config.TrainConfig:
+    return config.model_config("tuned", "smoke").replace(
+        mean=[125.0, 123.0, 114.0], std=[63.0, 62.0, 66.0], num_classes=10, **kw
+    )
+
+
+def _images(n=64, seed=0):
+    """Smooth random images (neighbouring pixels correlated, like real ones)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (n, 8, 8, 3)).astype("float32")
+    return np.kron(coarse, np.ones((1, 4, 4, 1), "float32")).astype("uint8")
+
+
+def test_the_whitening_kernel_decorrelates_the_training_patches():
+    x = _images(200)
+    mean, std = [127.0] * 3, [70.0] * 3
+    k = airbench.whitening_kernel(x, mean, std)
+    assert k.shape == (2, 2, 3, 24)
+    np.testing.assert_allclose(k[..., 12:], -k[..., :12])  # each filter and its negative
+    z = (x.astype("float64") - 127.0) / 70.0
+    patches = np.stack(
+        [z[:, i : 31 + i, j : 31 + j] for i in range(2) for j in range(2)], axis=3
+    ).reshape(-1, 12)
+    out = (patches - patches.mean(0)) @ k[..., :12].reshape(12, 12)
+    cov = out.T @ out / len(out)
+    # unit variance where the data varies, nothing shared between filters
+    off = cov - np.diag(np.diag(cov))
+    assert np.abs(off).max() < 1e-6
+    assert np.diag(cov).max() < 1.0 and np.diag(cov)[-1] > 0.9
+
+
+def test_identity_init_passes_each_input_channel_through():
+    rng = np.random.default_rng(0)
+    k = airbench.identity_kernel(rng.normal(size=(3, 3, 4, 6)))
+    x = rng.normal(size=(5, 5, 4))
+    out = np.einsum("ijc,ijco->o", x[1:4, 1:4], k)  # the centre pixel's output
+    np.testing.assert_allclose(out[:4], x[2, 2])
+    assert np.abs(k[..., 4:]).sum() > 0  # the other filters keep their random start
+    narrow = airbench.identity_kernel(np.ones((3, 3, 6, 4)))
+    assert narrow[1, 1, :4, :4].tolist() == np.eye(4).tolist()
+
+
+def test_the_airbench_network_has_its_parts_and_takes_its_initialisation_from_data():
+    cfg = _cfg(hp=dict(arch="airbench", widths=[16, 32, 32]))
+    m = models.build(cfg)
+    whiten = m.get_layer(airbench.WHITEN)
+    assert not whiten.trainable and whiten.kernel.shape == (2, 2, 3, 24)
+    assert m.get_layer("head_scale").scale == pytest.approx(1 / 9)
+    bn = m.get_layer("group1_conv1_bn")
+    assert not bn.scale and bn.momentum == pytest.approx(0.6)
+    assert m.get_layer("group1_conv1_act").activation.__name__ == "gelu"
+    assert m.output_shape == (None, 10)
+    x = _images(32)
+    airbench.init_from_data(m, cfg, x)
+    np.testing.assert_allclose(
+        np.asarray(whiten.kernel), airbench.whitening_kernel(x, cfg.mean, cfg.std), rtol=1e-6
+    )
+    k = np.asarray(m.get_layer("group2_conv1").kernel)  # 16 -> 32: 16 identity filters
+    assert k[1, 1, :, :16].tolist() == np.eye(16).tolist()
+    plain = _cfg(hp=dict(arch="airbench", widths=[16, 32, 32], whiten=False, head_scale=1.0))
+    names = {layer.name for layer in models.build(plain).layers}
+    assert "stem" in names and airbench.WHITEN not in names and "head_scale" not in names
+
+
+def test_the_linear_schedule_warms_up_then_decays_to_its_end():
+    cfg = _cfg(schedule="linear", learning_rate=1.0, warmup_fraction=0.25, warmup_start=0.2,
+               decay_to=0.07)  # fmt: skip
+    lr = recipe.learning_rate(cfg, 100)
+    at = [float(lr(s)) for s in (0, 25, 100, 200)]
+    assert at == pytest.approx([0.2, 1.0, 0.07, 0.07], abs=1e-6)
+    assert float(lr(12)) == pytest.approx(0.2 + 0.8 * 12 / 25, abs=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bias_step_and_lookahead_act_under_fit_on_every_backend(backend):
+    """The biases' larger step and the lookahead live in the optimizer, so they hold
+    under ``fit`` on TensorFlow, JAX and torch: measured on the weights fit leaves."""
+    code = """
+        import numpy as np, keras
+        from cifarlab import config, recipe
+        x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+        y = recipe.one_hot(np.arange(16) % 8, 8)  # more classes than top-5
+
+        def run(epochs=3, **kw):
+            keras.utils.set_random_seed(0)
+            inp = keras.Input((4,))
+            h = keras.layers.Dense(8, use_bias=False, name="d")(inp)
+            h = keras.layers.BatchNormalization(scale=False, name="bn")(h)
+            m = keras.Model(inp, keras.layers.Dense(8, activation="softmax", name="o")(h))
+            cfg = config.TrainConfig("tuned", optimizer="sgd", learning_rate=0.1, momentum=0.0,
+                                     schedule="constant", **kw)
+            recipe.compile_model(m, cfg, 10)
+            before = [np.array(v) for v in (m.get_layer("d").kernel, m.get_layer("bn").beta)]
+            m.fit(x, y, batch_size=16, epochs=epochs, verbose=0, shuffle=False)
+            after = [np.array(v) for v in (m.get_layer("d").kernel, m.get_layer("bn").beta)]
+            return before, after, type(m.optimizer).__name__
+
+        b1, a1, _ = run(epochs=1)  # one step from the same start: the steps compare
+        b64, a64, name = run(epochs=1, bias_lr_scale=64)
+        assert name == "BiasScaledSGD", name
+        assert np.abs(a1[1] - b1[1]).max() > 1e-6
+        np.testing.assert_allclose(a64[1] - b64[1], 64 * (a1[1] - b1[1]), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(a64[0] - b64[0], a1[0] - b1[0], rtol=1e-4, atol=1e-7)
+        # Keras' average starts at the weights after the first step; with momentum 1 it
+        # stays there, and written back every step it holds the weights there
+        _, held, _ = run(lookahead=1, lookahead_momentum=1.0)
+        np.testing.assert_allclose(held[0], a1[0], atol=1e-6)
+        _, plain, _ = run()
+        assert np.abs(plain[0] - a1[0]).max() > 1e-4  # without it they move on
+        _, same, _ = run(lookahead=1, lookahead_momentum=0.0)  # the average is the weights
+        np.testing.assert_allclose(same[0], plain[0], atol=1e-6)
+        print("ok")
+    """
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": backend},
+    )
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+
+
+def test_alternating_flips_show_each_image_both_ways_every_two_epochs():
+    n = 41
+    x = np.arange(n, dtype="float32").reshape(n, 1, 1, 1).repeat(2, 2)
+    x[:, :, 1] += 1000
+    y = np.arange(n) % 10
+    cfg = _cfg(flip=True, flip_mode="alternate", batch_size=8)
+    seq = batches.training_batches(x, y, cfg, seed=3)
+    assert seq.alternate and seq.x_mirror is not None
+
+    def mirrored(s):  # per image (in id order): shown mirrored this epoch?
+        xs = np.concatenate([s[i][0] for i in range(len(s))])
+        ids = xs.min(axis=(1, 2, 3)).astype(int)
+        flags = np.zeros(n, bool)
+        flags[ids] = xs[:, 0, 0, 0] >= 1000
+        return flags
+
+    e0 = mirrored(seq)
+    assert 5 < e0.sum() < n - 5
+    seq.on_epoch_end()
+    e1 = mirrored(seq)
+    seq.on_epoch_end()
+    e2 = mirrored(seq)
+    np.testing.assert_array_equal(e1, ~e0)
+    np.testing.assert_array_equal(e2, e0)
+    resumed = batches.training_batches(x, y, cfg, seed=3, first_epoch=1)
+    np.testing.assert_array_equal(mirrored(resumed), e1)
+    # the model then has no random flip layer of its own
+    names = [layer.name for layer in models.build(cfg).get_layer("augment").layers]
+    assert not any("flip" in name for name in names)
+
+
+def test_whole_pixel_shifts_move_pixels_without_blending_them():
+    x = _images(8, seed=1).astype("float32")
+    aug = models.augmentation(flip=False, translate=0.125, pixel_shifts=True)
+    out = np.asarray(aug(x, training=True))
+    assert not np.array_equal(out, x)
+    for a, b in zip(out, x):
+        assert set(np.unique(a)) <= set(np.unique(b))  # every output pixel is an input pixel
+    blended = np.asarray(models.augmentation(flip=False, translate=0.125)(x, training=True))
+    assert any(not set(np.unique(a)) <= set(np.unique(b)) for a, b in zip(blended, x))
+
+
+def _shift(x, s):
+    """x shifted by s pixels down-right (reflected at the border), in NumPy."""
+    p = np.pad(x, ((0, 0), (abs(s), abs(s)), (abs(s), abs(s)), (0, 0)), mode="reflect")
+    o = abs(s) + s
+    return p[:, o : o + x.shape[1], o : o + x.shape[2]]
+
+
+def test_six_view_test_time_augmentation_is_inside_the_saved_model(tmp_path):
+    import keras
+
+    cfg = _cfg(tta_flip=True, tta_shift=1)  # the small ResNet: outputs far from uniform
+    net = models.build(cfg)
+    x = _images(6, seed=2)
+    evidence.model_for_saving(net, cfg).save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+
+    def p(v):
+        return net.predict(v.astype("float32"), verbose=0)
+
+    m = x[:, :, ::-1]
+    unshifted = (p(x) + p(m)) / 2
+    shifted = (p(_shift(x, 1)) + p(_shift(m, 1)) + p(_shift(x, -1)) + p(_shift(m, -1))) / 4
+    want = (unshifted + shifted) / 2
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), want, atol=1e-5)
+    assert np.abs(want - unshifted).max() > 1e-5  # the shifted views count
+    assert tta.is_wrapped(loaded) and tta.network(loaded).name == "tuned"
+    assert len(tta.network(loaded).layers) == len(net.layers)
+
+
+def test_the_search_space_holds_the_airbench_family_and_builds_its_winner():
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    tune.config_from_hp(hp, config.model_config("tuned", "smoke"))
+    space = {p.name for p in hp.space}
+    assert {
+        "arch", "widths", "whiten", "bn_scale", "activation", "identity_init", "head_scale",
+        "l2", "bias_lr_scale", "lookahead", "schedule", "pixel_shifts", "flip_mode",
+        "tta_shift", "label_smoothing", "warmup_fraction",
+    } <= space  # fmt: skip
+    hp = kt.HyperParameters()
+    hp.Fixed("arch", "airbench")
+    cfg = tune.config_from_hp(hp, _cfg())
+    assert cfg.hp["arch"] == "airbench" and cfg.hp["widths"] == [64, 256, 256]
+    assert cfg.weight_decay == 0.0  # the airbench family decays by coupled L2
+    built = models.build(cfg.replace(hp={**cfg.hp, "widths": [8, 16, 16]}))
+    assert built.get_layer(airbench.WHITEN) is not None

@@ -16,6 +16,24 @@ def test_forward_flops_of_the_baseline_match_a_hand_count():
     assert bench.count_flops(models.build(cfg)) == 2 * (block1 + block2 + dense) == 109_783_040
 
 
+def test_the_airbench_network_costs_what_airbench94_costs():
+    """At its default widths the family is airbench94's network: about 236 MFLOP per
+    image and about 1.97 M parameters (../shared/FAST_RECIPES.md)."""
+    from cifarlab import airbench
+
+    cfg = config.model_config("tuned", "smoke").replace(
+        mean=[0.0] * 3, std=[1.0] * 3, num_classes=10, hp={"arch": "airbench", **airbench.DEFAULTS}
+    )
+    m = models.build(cfg)
+    whiten = 31 * 31 * 4 * 3 * 24
+    group1 = 31 * 31 * 9 * 24 * 64 + 15 * 15 * 9 * 64 * 64
+    group2 = 15 * 15 * 9 * 64 * 256 + 7 * 7 * 9 * 256 * 256
+    group3 = 7 * 7 * 9 * 256 * 256 + 3 * 3 * 9 * 256 * 256
+    assert bench.count_flops(m) == 2 * (whiten + group1 + group2 + group3 + 256 * 10)
+    assert round(bench.count_flops(m) / 1e6) == 236
+    assert round(m.count_params() / 1e4) == 197
+
+
 def _row(backend, model, ips, precision="float32"):
     return {"backend": backend, "model": model, "train_images_per_s": ips, "precision": precision}
 

@@ -30,6 +30,9 @@ import numpy as np
 from cifarlab.config import MODELS
 
 BACKENDS = ("tensorflow", "jax", "torch")
+#: The networks measured: the four models, and ``airbench`` (the tuned model as the
+#: airbench family at its default widths, cifarlab.airbench) beside them.
+NETWORKS = (*MODELS, "airbench")
 #: Normalisation statistics for the random uint8 images the measurements train on.
 RANDOM_IMAGE_STATS = dict(mean=[125.3, 123.0, 113.9], std=[63.0, 62.1, 66.7])
 
@@ -79,7 +82,7 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
     """Runs inside a process whose KERAS_BACKEND is already set."""
     import keras
 
-    from cifarlab import config, recipe
+    from cifarlab import airbench, config, recipe
     from cifarlab import models as mdl
 
     rows = []
@@ -88,10 +91,15 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
     auto = recipe.set_precision("auto")
     plan = [(name, auto) for name in models]
     if auto != "float32":
-        plan += [(name, "float32") for name in models if name in ("baseline", "tuned")]
+        cnns = ("baseline", "tuned", "airbench")
+        plan += [(name, "float32") for name in models if name in cnns]
     for name, precision in plan:
         recipe.set_precision(precision)
-        cfg = config.model_config(name, profile).replace(**RANDOM_IMAGE_STATS, num_classes=100)
+        cfg = config.model_config("tuned" if name == "airbench" else name, profile).replace(
+            **RANDOM_IMAGE_STATS, num_classes=100
+        )
+        if name == "airbench":
+            cfg = cfg.replace(hp={"arch": "airbench", **airbench.DEFAULTS})
         if name == "vgg16":
             cfg = cfg.replace(hp={**cfg.hp, "image_size": 32})
         model = mdl.build_vgg16(cfg, weights="none") if name == "vgg16" else mdl.build(cfg)
@@ -221,7 +229,7 @@ def _child(args: dict) -> None:
 
 def run_bench(
     profile: str = "cpu",
-    models=MODELS,
+    models=NETWORKS,
     backends=None,
     steps: int = 20,
     dataset: str | None = None,
@@ -233,6 +241,9 @@ def run_bench(
     from cifarlab.evidence import environment
     from cifarlab.layout import Layout, write_json
 
+    bad = [m for m in models if m not in NETWORKS]
+    if bad:
+        raise CifarlabError(f"unknown network(s) {bad}; choose from {', '.join(NETWORKS)}")
     backends = backends or installed_backends()
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:

@@ -124,7 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="throughput per model and backend against the matmul roofline")
     b.add_argument("--profile", default="cpu", help="whose batch sizes to use (default cpu)")
-    b.add_argument("--models", nargs="*", default=None, help="models (default: all four)")
+    b.add_argument(
+        "--models",
+        nargs="*",
+        default=None,
+        help="networks (default: the four models and airbench, the tuned model's airbench family)",
+    )
     b.add_argument("--backends", nargs="*", default=None, help="backends (default: all installed)")
     b.add_argument(
         "--steps", type=int, default=20, help="training steps per measurement (default 20)"
@@ -293,7 +298,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         result = bench.run_bench(
             resolve_profile(args.profile),
-            args.models or bench.MODELS,
+            args.models or bench.NETWORKS,
             args.backends,
             args.steps,
             args.dataset,

@@ -4,6 +4,7 @@ augmentation, and the search space that switches them."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -112,7 +113,7 @@ def test_bias_step_and_lookahead_act_under_fit_on_every_backend(backend):
             m = keras.Model(inp, keras.layers.Dense(8, activation="softmax", name="o")(h))
             cfg = config.TrainConfig("tuned", optimizer="sgd", learning_rate=0.1, momentum=0.0,
                                      schedule="constant", **kw)
-            recipe.compile_model(m, cfg, 10)
+            recipe.compile_model(m, cfg, 1)  # the lookahead's ramp: full after one step
             before = [np.array(v) for v in (m.get_layer("d").kernel, m.get_layer("bn").beta)]
             m.fit(x, y, batch_size=16, epochs=epochs, verbose=0, shuffle=False)
             after = [np.array(v) for v in (m.get_layer("d").kernel, m.get_layer("bn").beta)]
@@ -120,12 +121,12 @@ def test_bias_step_and_lookahead_act_under_fit_on_every_backend(backend):
 
         b1, a1, _ = run(epochs=1)  # one step from the same start: the steps compare
         b64, a64, name = run(epochs=1, bias_lr_scale=64)
-        assert name == "BiasScaledSGD", name
+        assert name == "AirbenchSGD", name
         assert np.abs(a1[1] - b1[1]).max() > 1e-6
         np.testing.assert_allclose(a64[1] - b64[1], 64 * (a1[1] - b1[1]), rtol=1e-4, atol=1e-7)
         np.testing.assert_allclose(a64[0] - b64[0], a1[0] - b1[0], rtol=1e-4, atol=1e-7)
-        # Keras' average starts at the weights after the first step; with momentum 1 it
-        # stays there, and written back every step it holds the weights there
+        # the average starts at the weights after the first step (its ramp starts at 0);
+        # with momentum 1 it stays there, and written back every step it holds them there
         _, held, _ = run(lookahead=1, lookahead_momentum=1.0)
         np.testing.assert_allclose(held[0], a1[0], atol=1e-6)
         _, plain, _ = run()
@@ -233,3 +234,42 @@ def test_the_search_space_holds_the_airbench_family_and_builds_its_winner():
     assert cfg.weight_decay == 0.0  # the airbench family decays by coupled L2
     built = models.build(cfg.replace(hp={**cfg.hp, "widths": [8, 16, 16]}))
     assert built.get_layer(airbench.WHITEN) is not None
+
+
+def test_the_ablation_trains_each_part_removed_scores_with_plain_keras_and_resumes(
+    tmp_path, tiny_data, monkeypatch
+):
+    from cifarlab import ablation, layout, train
+    from cifarlab.errors import CifarlabError
+
+    with pytest.raises(CifarlabError, match="unknown part"):
+        ablation.run_ablation(tiny_data, "smoke", tmp_path, parts=["wings"], progress=False)
+    table = ablation.run_ablation(
+        tiny_data, "smoke", tmp_path, parts=["whitening", "test-time-views"], epochs=1,
+        progress=False,
+    )  # fmt: skip
+    assert table["part removed"].tolist() == ["whole", "whitening", "test-time-views"]
+    assert table["vs_whole"].iloc[0] == 0 and table["test_images"].eq(100).all()
+    out = layout.Layout(tmp_path)
+    saved = {
+        p: json.loads(out.ablation_run(p).meta("tuned").read_text())["config"]
+        for p in table["part removed"]
+    }
+    assert saved["whole"]["hp"]["whiten"] and not saved["whitening"]["hp"]["whiten"]
+    assert saved["whole"]["tta_shift"] == 1 and saved["test-time-views"]["tta_shift"] == 0
+    assert saved["whole"]["epochs"] == 1
+    # the figure is what plain Keras predicts from the saved file
+    import keras
+
+    ds = __import__("cifarlab").data.load_dataset(str(tiny_data), progress=False)
+    m = keras.saving.load_model(out.ablation_run("whole").model("tuned"), safe_mode=True)
+    acc = (m.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test).mean()
+    assert table["test_accuracy"].iloc[0] == pytest.approx(acc)
+    assert "| whole |" in out.ablation_md.read_text()
+    # finished runs are read back, not trained again
+    monkeypatch.setattr(train, "train_model", lambda *a, **k: pytest.fail("retrained"))
+    again = ablation.run_ablation(
+        tiny_data, "smoke", tmp_path, parts=["whitening", "test-time-views"], epochs=1,
+        progress=False,
+    )  # fmt: skip
+    assert again["test_accuracy"].tolist() == table["test_accuracy"].tolist()

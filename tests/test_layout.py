@@ -16,7 +16,16 @@ from cifarlab.layout import Layout, atomic_path, run_lock
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "cifarlab"
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
-OUTPUT_FOLDERS = {"saved_models", "histories", "reports", "figures", "runs", "logs", "tuning"}
+OUTPUT_FOLDERS = {
+    "saved_models",
+    "histories",
+    "reports",
+    "figures",
+    "runs",
+    "logs",
+    "tuning",
+    "ablation",
+}
 
 
 def _imports(module: str) -> set[str]:

@@ -33,30 +33,21 @@ import keras
 import numpy as np
 from keras import layers
 
-from cifarlab.config import TrainConfig
+from cifarlab.config import AIRBENCH, TrainConfig
 
 #: The whitening layer's name; its kernel comes from the training images.
 WHITEN = "whiten"
-#: Defaults of the family's ``hp`` keys (airbench94's choices).
-DEFAULTS = dict(
-    widths=[64, 256, 256],
-    convs=2,
-    whiten=True,
-    bn_scale=False,
-    bn_momentum=0.6,
-    activation="gelu",
-    identity_init=True,
-    head_scale=1 / 9,
-)
+#: Defaults of the family's ``hp`` keys: airbench94's choices (config.AIRBENCH owns them).
+DEFAULTS = {k: v for k, v in AIRBENCH["all"]["hp"].items() if k != "arch"}
 
 
 def build_airbench(config: TrainConfig, inputs, x) -> keras.Model:
     """The network on the normalised input ``x`` of ``inputs`` (cifarlab.models._inputs)."""
     hp = {**DEFAULTS, **config.hp}
-    # coupled L2 (in the loss); the biases' is smaller by their larger step, so that
-    # their decay per step matches the kernels' (airbench)
-    reg = keras.regularizers.L2(config.l2) if config.l2 else None
-    bias_reg = keras.regularizers.L2(config.l2 / config.bias_lr_scale) if config.l2 else None
+    # coupled L2: l2 * w added to the gradient (Keras' L2(c) adds 2 c w); the biases'
+    # is smaller by their larger step, so that their decay per step matches (airbench)
+    reg = keras.regularizers.L2(config.l2 / 2) if config.l2 else None
+    bias_reg = keras.regularizers.L2(config.l2 / 2 / config.bias_lr_scale) if config.l2 else None
     init = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")  # PyTorch's
 
     def bn(x, name):

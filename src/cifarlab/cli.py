@@ -98,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-trials", type=int, default=None, help="override the profile's trial budget"
     )
 
+    ab = sub.add_parser(
+        "ablate",
+        help="the airbench recipe for `tuned`, trained whole and without each part in turn "
+        "(reports/ablation.md; resumable)",
+    )
+    _common(ab)
+    ab.add_argument(
+        "--parts",
+        nargs="*",
+        default=None,
+        help="parts to remove, one run each (default: all; none given: the whole recipe only)",
+    )
+
     r = sub.add_parser(
         "run",
         help="the whole series: baseline, overfit, search + tuned, vgg16, "
@@ -344,6 +357,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from cifarlab import tune
 
         tune.run_search(**common, max_trials=args.max_trials)
+    elif args.command == "ablate":
+        from cifarlab.ablation import run_ablation
+
+        table = run_ablation(
+            args.dataset, profile, args.out, args.seed, args.parts, progress=not args.quiet,
+            **overrides,
+        )  # fmt: skip
+        print(table.to_string(index=False))
     elif args.command == "run":
         from cifarlab.series import run_series
 

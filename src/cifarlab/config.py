@@ -44,10 +44,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     adamw_decay_when_unset: float = 1e-4
     label_smoothing: float = 0.0
-    l2: float = 0.0  # coupled L2 on the kernels (in the loss; airbench networks)
+    l2: float = 0.0  # coupled L2: l2 * w added to the kernels' gradients (airbench networks)
     bias_lr_scale: float = 1.0  # SGD: the batch-norm biases' step is this times larger
     lookahead: int = 0  # every this many steps the weights become their moving average
-    lookahead_momentum: float = 0.95  # of that average, updated every step
+    lookahead_momentum: float = 0.95  # of that average, a step (SGD: ramped up from 0)
     # ---- augmentation (random, training only; part of the saved model)
     flip: bool = False  # horizontal flips
     # random: a coin per image and step (a model layer); alternate: a coin per image in
@@ -243,6 +243,63 @@ RECIPES: dict[str, dict[str, dict]] = {
         ),
     },
 }
+
+#: The airbench recipe (airbench94, ../shared/FAST_RECIPES.md) as a ``tuned`` config, per
+#: profile: what ``cifarlab ablate`` trains whole and with each part removed
+#: (cifarlab.ablation). Mean-loss units: peak rate 1.5 at batch 1024 (scaled linearly
+#: with the batch), coupled L2 1.3e-3. cpu: the narrower 64/128/128 network (airbench:
+#: 93.0% in 11 epochs on 50k images) and batch 512; full: airbench94 itself.
+AIRBENCH: dict[str, dict] = {
+    "all": dict(
+        optimizer="sgd",
+        learning_rate=1.5,
+        momentum=0.85,
+        schedule="linear",
+        warmup_fraction=0.23,
+        warmup_start=0.2,
+        decay_to=0.07,
+        l2=1.3e-3,
+        bias_lr_scale=64.0,
+        lookahead=5,
+        lookahead_momentum=0.95,
+        label_smoothing=0.2,
+        flip=True,
+        flip_mode="alternate",
+        translate=2 / 32,
+        pixel_shifts=True,
+        tta_flip=True,
+        tta_shift=1,
+        patience=None,
+        restore_best=False,
+        epochs=10,
+        batch_size=1024,
+        hp=dict(
+            arch="airbench",
+            widths=[64, 256, 256],
+            convs=2,
+            whiten=True,
+            bn_scale=False,
+            bn_momentum=0.6,
+            activation="gelu",
+            identity_init=True,
+            head_scale=1 / 9,
+        ),
+    ),
+    "smoke": dict(
+        epochs=2, batch_size=64, learning_rate=1.5 * 64 / 1024, hp=dict(widths=[16, 32, 32])
+    ),
+    "cpu": dict(batch_size=512, learning_rate=0.75, hp=dict(widths=[64, 128, 128])),
+    "full": dict(),
+}
+
+
+def airbench_config(profile: str | None, **overrides) -> TrainConfig:
+    """The airbench recipe on ``profile`` (a ``tuned`` config), with ``overrides``."""
+    profile = resolve_profile(profile)
+    values = {**PROFILE_DATA[profile], **AIRBENCH["all"], **AIRBENCH[profile]}
+    values["hp"] = {**AIRBENCH["all"]["hp"], **AIRBENCH[profile].get("hp", {})}
+    return TrainConfig(model="tuned", **values).override(**overrides).validate()
+
 
 #: The search budget per profile: trials, epochs per trial, training images per trial
 #: (a stratified subset of the training split; None: all), batch size of a trial. A

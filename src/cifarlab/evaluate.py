@@ -212,7 +212,7 @@ def results_markdown(table: pd.DataFrame, ds: Dataset, names: list[str], out: La
         f"Keras {meta['versions'].get('keras')}, on {hw['processor']} ({hw['cpu_count']} cores, "
         f"GPU: {'yes' if hw['gpu'] else 'no'}). Evaluated {dt.date.today().isoformat()}.",
         "",
-        _markdown_table(shown),
+        markdown_table(shown),
         "",
         "Accuracy is the measure (the classes are balanced). top-5: the true class among the five "
         "most probable. train_val_gap: final-epoch training accuracy minus validation accuracy. "
@@ -235,7 +235,7 @@ def results_markdown(table: pd.DataFrame, ds: Dataset, names: list[str], out: La
     return "\n".join(lines) + "\n"
 
 
-def _markdown_table(df: pd.DataFrame) -> str:
+def markdown_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     rows = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, r in df.iterrows():

@@ -18,6 +18,8 @@ root (``--out``, default ``.``)::
     reports/figures/<kind>_<model>.png  (and index.json)
     reports/notebooks/<Notebook>.ipynb  the executed notebooks
     reports/bench.json                `cifarlab bench`
+    reports/ablation.csv, ablation.md `cifarlab ablate`: the airbench recipe taken apart
+    ablation/<part>/                  the output root of each ablation run (this layout)
 
 Every file is written through :class:`atomic_path`: a crash leaves the old version or
 nothing under the final name, never half a file.
@@ -70,6 +72,10 @@ class Layout:
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
+    def ablation_run(self, part: str) -> Layout:
+        """The output root of one ablation run: the recipe without ``part``."""
+        return Layout(self.root / "ablation" / part)
+
     # ------------------------------------------------------------------ per model
     def model(self, name: str) -> Path:
         return self.models_dir / f"{name}.keras"
@@ -119,6 +125,14 @@ class Layout:
     @property
     def bench(self) -> Path:
         return self.reports_dir / "bench.json"
+
+    @property
+    def ablation_csv(self) -> Path:
+        return self.reports_dir / "ablation.csv"
+
+    @property
+    def ablation_md(self) -> Path:
+        return self.reports_dir / "ablation.md"
 
     def executed_notebook(self, name: str) -> Path:
         return self.notebooks_dir / f"{name}.ipynb"

@@ -71,32 +71,57 @@ def learning_rate(cfg: TrainConfig, steps: int):
 
 
 @keras.saving.register_keras_serializable("cifarlab")
-class BiasScaledSGD(keras.optimizers.SGD):
-    """Keras' SGD whose step for biases (batch norm's ``beta``, layers' ``bias``) is
-    ``bias_lr_scale`` times larger (airbench: 64). It lives inside the optimizer, so it
-    holds under ``fit`` on every backend (Keras' generic update path)."""
+class AirbenchSGD(keras.optimizers.SGD):
+    """Keras' SGD with airbench's two optimizer parts, inside the optimizer so that they
+    hold under ``fit`` on every backend (Keras' generic update path):
 
-    def __init__(self, *args, bias_lr_scale: float = 1.0, **kwargs):
+    - ``bias_lr_scale``: the step for biases (batch norm's ``beta``, layers' ``bias``) is
+      this many times larger (airbench: 64);
+    - ``ramp_steps``: with ``use_ema`` (the lookahead), the average's momentum ramps up
+      as ``ema_momentum * (t / ramp_steps) ** 3`` (airbench: no averaging early, 0.95 a
+      step at the end), so the average does not hold back the first steps. Keras writes
+      the average into the weights every ``ema_overwrite_frequency`` steps and at the end
+      of ``fit``. Unlike airbench's, it averages the trainable weights only (not batch
+      norm's running statistics).
+    """
+
+    def __init__(self, *args, bias_lr_scale: float = 1.0, ramp_steps: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.bias_lr_scale = bias_lr_scale
+        self.bias_lr_scale, self.ramp_steps = bias_lr_scale, ramp_steps
 
     def build(self, variables):
         super().build(variables)
         self._scaled = [v.name in ("beta", "bias") for v in variables]  # by variable index
 
     def update_step(self, gradient, variable, learning_rate):
-        if self._scaled[self._get_variable_index(variable)]:
+        if self.bias_lr_scale != 1 and self._scaled[self._get_variable_index(variable)]:
             learning_rate = keras.ops.multiply(learning_rate, self.bias_lr_scale)
         return super().update_step(gradient, variable, learning_rate)
 
+    def _update_model_variables_moving_average(self, trainable_variables):
+        if not self.ramp_steps:
+            return super()._update_model_variables_moving_average(trainable_variables)
+        ops = keras.ops
+        t = ops.cast(self.iterations, "float32")
+        ramp = ops.power(ops.minimum(t / self.ramp_steps, 1.0), 3.0)  # 0 at the first step
+        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is not None:
+                m = ops.cast(ramp * self.ema_momentum, var.dtype)
+                average.assign(ops.add(ops.multiply(m, average), ops.multiply(1 - m, var)))
+
     def get_config(self):
-        return {**super().get_config(), "bias_lr_scale": self.bias_lr_scale}
+        return {
+            **super().get_config(),
+            "bias_lr_scale": self.bias_lr_scale,
+            "ramp_steps": self.ramp_steps,
+        }
 
 
 def make_optimizer(cfg: TrainConfig, steps: int) -> keras.optimizers.Optimizer:
     """The config's optimizer over ``steps`` optimisation steps in all. ``lookahead``:
     Keras' own moving average of the weights (``use_ema``), written into the weights
-    every ``lookahead`` steps and at the end of training."""
+    every ``lookahead`` steps and at the end of training; under SGD its momentum ramps
+    up over the training (:class:`AirbenchSGD`), under Adam(W) it is constant."""
     lr = learning_rate(cfg, steps)
     wd = cfg.weight_decay or None
     ema = {}
@@ -108,8 +133,9 @@ def make_optimizer(cfg: TrainConfig, steps: int) -> keras.optimizers.Optimizer:
         )
     if cfg.optimizer == "sgd":
         kw = dict(momentum=cfg.momentum, nesterov=True, weight_decay=wd, **ema)
-        if cfg.bias_lr_scale != 1:
-            opt = BiasScaledSGD(lr, bias_lr_scale=cfg.bias_lr_scale, **kw)
+        if cfg.bias_lr_scale != 1 or cfg.lookahead:
+            ramp = steps if cfg.lookahead else 0
+            opt = AirbenchSGD(lr, bias_lr_scale=cfg.bias_lr_scale, ramp_steps=ramp, **kw)
         else:
             opt = keras.optimizers.SGD(lr, **kw)
     elif cfg.optimizer == "adamw":

@@ -273,3 +273,16 @@ def test_the_ablation_trains_each_part_removed_scores_with_plain_keras_and_resum
         progress=False,
     )  # fmt: skip
     assert again["test_accuracy"].tolist() == table["test_accuracy"].tolist()
+
+
+def test_on_a_gpu_the_search_starts_from_airbench94():
+    import keras_tuner as kt
+
+    full = config.model_config("tuned", "full")
+    assert full.hp["arch"] == "airbench" and full.hp["widths"] == [64, 256, 256]
+    assert (full.batch_size, full.epochs, full.learning_rate) == (1024, 10, 1.5)
+    assert config.SEARCH_BUDGET["full"]["batch_size"] == full.batch_size  # no rate rescaling
+    first = tune.config_from_hp(kt.HyperParameters(), full)  # the defaults: the recipe itself
+    assert first.to_dict() == full.to_dict()
+    cpu = tune.config_from_hp(kt.HyperParameters(), config.model_config("tuned", "cpu"))
+    assert cpu.hp["arch"] == "resnet"  # the cpu profile keeps its measured recipe

@@ -4,17 +4,18 @@ The search runs on the train/validation split only (never the test split). Its
 trials live in the layout's tuning folder (cifarlab.layout), so an interrupted search
 resumes where it stopped; the winner and every trial are written to the layout's
 search file and the `tuned` model is rebuilt from that file. The space's defaults are
-the tuned recipe of cifarlab.config; its budget is ``config.SEARCH_BUDGET``.
+the profile's tuned recipe of cifarlab.config (on ``full``: airbench94); its budget is
+``config.SEARCH_BUDGET``.
 
-The space admits the modern small-budget recipes: batch norm, residual blocks,
-SGD with Nesterov momentum or AdamW, a linear warm-up into a cosine decay (a
-one-cycle shape when the warm-up is 20-30% of the steps), label smoothing, and
-flip + translate augmentation of tunable strength.
+The space admits the modern small-budget recipes: batch norm, residual blocks, the
+airbench family (cifarlab.airbench) part by part, SGD with Nesterov momentum (a larger
+step for biases, lookahead) or AdamW, a linear warm-up into a cosine or linear decay,
+label smoothing, flip + translate augmentation of tunable strength (whole pixels,
+alternating flips), and test-time views.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -40,58 +41,60 @@ from cifarlab.recipe import compile_model, one_hot
 if TYPE_CHECKING:
     import pandas as pd
 
-#: The recipe the space starts from: each dimension's default is its value.
-RECIPE = dataclasses.asdict(TrainConfig(model="tuned", **cfgmod.RECIPES["tuned"]["all"]))
-
 
 def config_from_hp(hp: kt.HyperParameters, base: TrainConfig) -> TrainConfig:
     """The search space: each ``hp`` call declares one dimension, its values and its
     default (the tuned recipe's value). Two network families: ``resnet`` (the small BN
     ResNet of cifarlab.models) and ``airbench`` (cifarlab.airbench), each part of
     which is a dimension; the recipe's parts (schedule, lookahead, the biases' step,
-    alternating flips, whole-pixel shifts, test-time shifts) apply to both."""
-    arch = {**airbench.DEFAULTS, **RECIPE["hp"]}
-    family = hp.Choice("arch", ["resnet", "airbench"], default=arch.get("arch", "resnet"))
-    optimizer = hp.Choice("optimizer", ["sgd", "adamw"], default=RECIPE["optimizer"])
+    alternating flips, whole-pixel shifts, test-time shifts) apply to both. The defaults
+    are ``base``'s values (the profile's recipe), added to a dimension's values where
+    they are not among them."""
+    rec = base.to_dict()  # the recipe the space starts from
+    arch = {**airbench.DEFAULTS, **base.hp}
+    family = _choice(hp, "arch", ["resnet", "airbench"], default=arch.get("arch", "resnet"))
+    optimizer = _choice(hp, "optimizer", ["sgd", "adamw"], default=rec["optimizer"])
     with hp.conditional_scope("optimizer", ["sgd"]):
-        sgd_lr = hp.Choice("sgd_lr", [0.05, 0.1, 0.2, 0.4], default=RECIPE["learning_rate"])
-        momentum = hp.Choice("momentum", [0.85, 0.9], default=RECIPE["momentum"])
-        bias_lr_scale = hp.Choice("bias_lr_scale", [1, 64], default=RECIPE["bias_lr_scale"])
+        sgd_lr = _choice(
+            hp, "sgd_lr", [0.05, 0.1, 0.2, 0.4, 0.75, 1.5], default=rec["learning_rate"]
+        )
+        momentum = _choice(hp, "momentum", [0.85, 0.9], default=rec["momentum"])
+        bias_lr_scale = _choice(hp, "bias_lr_scale", [1, 64], default=rec["bias_lr_scale"])
     with hp.conditional_scope("optimizer", ["adamw"]):
-        adamw_lr = hp.Choice("adamw_lr", [1e-3, 3e-3, 1e-2], default=3e-3)
+        adamw_lr = _choice(hp, "adamw_lr", [1e-3, 3e-3, 1e-2], default=3e-3)
     with hp.conditional_scope("arch", ["resnet"]):
         resnet = dict(
-            width=hp.Choice("width", [16, 24, 32], default=arch["width"]),
+            width=_choice(hp, "width", [16, 24, 32], default=arch["width"]),
             depth=hp.Int("depth", 1, 2, default=arch["depth"]),
             batch_norm=hp.Boolean("batch_norm", default=arch["batch_norm"]),
             residual=hp.Boolean("residual", default=arch["residual"]),
             dropout=hp.Float("dropout", 0.0, 0.3, step=0.1, default=arch["dropout"]),
         )
-        weight_decay = hp.Choice("weight_decay", [0.0, 1e-4, 5e-4], default=RECIPE["weight_decay"])
+        weight_decay = _choice(hp, "weight_decay", [0.0, 1e-4, 5e-4], default=rec["weight_decay"])
     with hp.conditional_scope("arch", ["airbench"]):
         air = dict(
-            widths=hp.Choice("widths", WIDTHS, default=_widths(arch["widths"])),
+            widths=_choice(hp, "widths", WIDTHS, default=_widths(arch["widths"])),
             whiten=hp.Boolean("whiten", default=arch["whiten"]),
             bn_scale=hp.Boolean("bn_scale", default=arch["bn_scale"]),
-            bn_momentum=hp.Choice("bn_momentum", [0.6, 0.9], default=arch["bn_momentum"]),
-            activation=hp.Choice("activation", ["gelu", "relu"], default=arch["activation"]),
+            bn_momentum=_choice(hp, "bn_momentum", [0.6, 0.9], default=arch["bn_momentum"]),
+            activation=_choice(hp, "activation", ["gelu", "relu"], default=arch["activation"]),
             identity_init=hp.Boolean("identity_init", default=arch["identity_init"]),
-            head_scale=hp.Choice("head_scale", [1.0, 1 / 9], default=arch["head_scale"]),
+            head_scale=_choice(hp, "head_scale", [1.0, 1 / 9], default=arch["head_scale"]),
         )
-        l2 = hp.Choice("l2", [0.0, 5e-4, 1.3e-3], default=RECIPE["l2"])
+        l2 = _choice(hp, "l2", [0.0, 5e-4, 1.3e-3], default=rec["l2"])
     # declared in this order: KerasTuner draws the dimensions in declaration order
-    schedule = hp.Choice("schedule", ["cosine", "linear"], default=RECIPE["schedule"])
-    warmup_fraction = hp.Choice(
-        "warmup_fraction", [0.0, 0.2, 0.3], default=RECIPE["warmup_fraction"]
+    schedule = _choice(hp, "schedule", ["cosine", "linear"], default=rec["schedule"])
+    warmup_fraction = _choice(
+        hp, "warmup_fraction", [0.0, 0.2, 0.23, 0.3], default=rec["warmup_fraction"]
     )
-    lookahead = hp.Choice("lookahead", [0, 5], default=RECIPE["lookahead"])
-    label_smoothing = hp.Choice(
-        "label_smoothing", [0.0, 0.1, 0.2], default=RECIPE["label_smoothing"]
+    lookahead = _choice(hp, "lookahead", [0, 5], default=rec["lookahead"])
+    label_smoothing = _choice(
+        hp, "label_smoothing", [0.0, 0.1, 0.2], default=rec["label_smoothing"]
     )
-    translate = hp.Choice("translate", [0.0, 0.0625, 0.125], default=RECIPE["translate"])
-    pixel_shifts = hp.Boolean("pixel_shifts", default=RECIPE["pixel_shifts"])
-    flip_mode = hp.Choice("flip_mode", ["random", "alternate"], default=RECIPE["flip_mode"])
-    tta_shift = hp.Choice("tta_shift", [0, 1], default=RECIPE["tta_shift"])
+    translate = _choice(hp, "translate", [0.0, 0.0625, 0.125], default=rec["translate"])
+    pixel_shifts = hp.Boolean("pixel_shifts", default=rec["pixel_shifts"])
+    flip_mode = _choice(hp, "flip_mode", ["random", "alternate"], default=rec["flip_mode"])
+    tta_shift = _choice(hp, "tta_shift", [0, 1], default=rec["tta_shift"])
     if family == "airbench":
         found = {"arch": "airbench", **air, "widths": [int(w) for w in air["widths"].split("-")]}
     else:
@@ -115,6 +118,15 @@ def config_from_hp(hp: kt.HyperParameters, base: TrainConfig) -> TrainConfig:
         tta_shift=tta_shift,
         hp={**base.hp, **found},
     )
+
+
+def _choice(hp: kt.HyperParameters, name: str, values: list, default):
+    """``hp.Choice`` whose values hold its default (a profile's recipe may start off-grid)."""
+    if default not in values:
+        values = [*values, default]
+        if all(isinstance(v, (int, float)) for v in values):
+            values = sorted(values)
+    return hp.Choice(name, values, default=default)
 
 
 #: The airbench family's group widths the search can pick (airbench94: 64-256-256;

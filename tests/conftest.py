@@ -66,6 +66,32 @@ def real_data() -> Path:
     return REAL_DATA
 
 
+#: The Keras backends installed here (the tests of backend-agnostic code run on each).
+BACKENDS = [
+    b
+    for b, mod in (("tensorflow", "tensorflow"), ("torch", "torch"), ("jax", "jax"))
+    if __import__("importlib").util.find_spec(mod)
+]
+
+
+def python_with(code: str, backend: str | None = None, timeout: int = 300, **env: str):
+    """Run ``code`` (dedented) in a fresh Python process, under KERAS_BACKEND=``backend``
+    when given: a backend is chosen once per process."""
+    import subprocess
+    import sys
+    import textwrap
+
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
+
+
 def _rows(images: np.ndarray) -> np.ndarray:
     """NHWC uint8 -> the published row layout: 1024 R, 1024 G, 1024 B per row."""
     return images.transpose(0, 3, 1, 2).reshape(len(images), -1)

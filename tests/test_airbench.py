@@ -5,21 +5,12 @@ augmentation, and the search space that switches them."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
+from conftest import BACKENDS, python_with
 
 from cifarlab import airbench, batches, config, evidence, models, recipe, tta, tune
-
-BACKENDS = [
-    b
-    for b, mod in (("tensorflow", "tensorflow"), ("torch", "torch"), ("jax", "jax"))
-    if __import__("importlib").util.find_spec(mod)
-]
 
 
 def _cfg(**kw) -> config.TrainConfig:
@@ -135,13 +126,7 @@ def test_bias_step_and_lookahead_act_under_fit_on_every_backend(backend):
         np.testing.assert_allclose(same[0], plain[0], atol=1e-6)
         print("ok")
     """
-    r = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "KERAS_BACKEND": backend},
-    )
+    r = python_with(code, backend)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
 
 

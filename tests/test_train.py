@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BACKENDS, python_with
 
 from cifarlab import (
     batches,
@@ -28,26 +27,10 @@ from cifarlab import (
 )
 from cifarlab.errors import CifarlabError
 
-BACKENDS = [
-    b
-    for b, mod in (("tensorflow", "tensorflow"), ("torch", "torch"), ("jax", "jax"))
-    if __import__("importlib").util.find_spec(mod)
-]
-
 
 def _cfg(name: str, **kw) -> config.TrainConfig:
     return config.model_config(name, "smoke").replace(
         mean=[125.0, 123.0, 114.0], std=[63.0, 62.0, 66.0], num_classes=10, **kw
-    )
-
-
-def _py(code: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
     )
 
 
@@ -77,7 +60,7 @@ def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, 
             np.save(r"{tmp_path}/" + name + ".npy", saved.predict(x, verbose=0))
         np.save(r"{tmp_path}/x.npy", x)
     """
-    r = _py(code, {"KERAS_BACKEND": backend})
+    r = python_with(code, backend)
     assert r.returncode == 0, r.stderr[-3000:]
     check = f"""
         import numpy as np, keras
@@ -87,7 +70,7 @@ def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, 
             np.testing.assert_allclose(m.predict(x, verbose=0), np.load(r"{tmp_path}/" + name + ".npy"), atol=1e-5)
         print("ok")
     """
-    r = _py(check, {"KERAS_BACKEND": backend})
+    r = python_with(check, backend)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
 
 

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
-from test_train import BACKENDS
+from conftest import BACKENDS, python_with
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -33,11 +28,5 @@ def test_input_gradient_patterns_and_gradcam_work_on_each_backend(backend, tmp_p
         assert p1.stat().st_size > 5000 and p2.stat().st_size > 5000
         print("ok")
     """
-    r = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "KERAS_BACKEND": backend},
-    )
+    r = python_with(code, backend)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]

@@ -158,6 +158,7 @@ def evaluate_all(
                 "train_val_gap": _gap(meta),
                 "test_images": len(y),
                 "tta_flip": bool(cfg.get("tta_flip", False)),
+                "tta_views": (2 if cfg.get("tta_flip") else 1) * (3 if cfg.get("tta_shift") else 1),
                 "weights": meta.get("weights_source", "trained from scratch"),
                 "backend": meta["backend"],
                 "seed": meta["seed"],
@@ -216,7 +217,8 @@ def results_markdown(table: pd.DataFrame, ds: Dataset, names: list[str], out: La
         "",
         "Accuracy is the measure (the classes are balanced). top-5: the true class among the five "
         "most probable. train_val_gap: final-epoch training accuracy minus validation accuracy. "
-        "tta_flip: predictions averaged over each image and its mirror image, inside the saved "
+        "tta_flip: predictions averaged over each image and its mirror image (tta_views: 6 "
+        "with the 1-pixel shifts of both, the unshifted pair counting half), inside the saved "
         "model's forward pass (plain Keras `load_model(...).predict(raw pixels)` gives these "
         "figures). Saved models compute in float32 whatever precision they trained in.",
     ]

@@ -271,3 +271,27 @@ def test_on_a_gpu_the_search_starts_from_airbench94():
     assert first.to_dict() == full.to_dict()
     cpu = tune.config_from_hp(kt.HyperParameters(), config.model_config("tuned", "cpu"))
     assert cpu.hp["arch"] == "resnet"  # the cpu profile keeps its measured recipe
+
+
+def test_the_ablation_reports_superclass_accuracy_on_cifar100(tmp_path, official_md5):
+    from conftest import make_cifar100_archive
+
+    from cifarlab import ablation, data
+
+    archive = tmp_path / "cifar-100-python.tar.gz"
+    official_md5("cifar100", make_cifar100_archive(archive, n_train=1000, n_test=200)["md5"])
+    out = tmp_path / "out"
+    table = ablation.run_ablation(str(archive), "smoke", out, parts=[], epochs=1, progress=False)
+    assert table["part removed"].tolist() == ["whole"]
+    ds = data.load_dataset(str(archive), progress=False)
+    import keras
+
+    from cifarlab.layout import Layout
+
+    m = keras.saving.load_model(Layout(out).ablation_run("whole").model("tuned"), safe_mode=True)
+    x, y = ds.x_test, ds.y_test
+    guess = m.predict(x, verbose=0).argmax(1)
+    f2c = ds.fine_to_coarse
+    assert table["test_images"].iloc[0] == len(y)
+    assert table["superclass_accuracy"].iloc[0] == pytest.approx((f2c[guess] == f2c[y]).mean())
+    assert "superclass_accuracy" in Layout(out).ablation_md.read_text()

@@ -94,13 +94,19 @@ def run_ablation(
             train_model("tuned", ds, profile, run.root, seed, config=cfg, progress=progress)
         pred = predict_test(run.root, "tuned", ds)
         top5 = np.argsort(pred.probs, axis=1)[:, -5:]
-        meta = pred.meta
+        meta, guess = pred.meta, pred.probs.argmax(1)
+        coarse = ds.fine_to_coarse
         rows.append(
             {
                 "part removed": part,
                 "what it is": PARTS[part][0] if part in PARTS else "nothing removed",
-                "test_accuracy": float((pred.probs.argmax(1) == pred.y).mean()),
+                "test_accuracy": float((guess == pred.y).mean()),
                 "test_top5": float((top5 == pred.y[:, None]).any(axis=1).mean()),
+                **(
+                    {"superclass_accuracy": float((coarse[guess] == coarse[pred.y]).mean())}
+                    if ds.has_coarse
+                    else {}
+                ),
                 "test_images": len(pred.y),
                 "epochs": meta["epochs_run"],
                 "train_time_s": meta["wall_time_s"],
@@ -137,7 +143,7 @@ def _write(root, rows, ds, profile, seed, base) -> pd.DataFrame:
     with atomic_path(root.ablation_csv) as tmp:
         table.to_csv(tmp, index=False)
     shown = table.copy()
-    for col in ("test_accuracy", "test_top5"):
+    for col in ("test_accuracy", "test_top5", "superclass_accuracy")[: 3 if ds.has_coarse else 2]:
         shown[col] = shown[col].map(lambda v: f"{100 * v:.2f}%")
     shown["vs_whole"] = shown["vs_whole"].map(lambda v: f"{100 * v:+.2f}")
     shown["train_time_s"] = shown["train_time_s"].map(lambda v: f"{v:.0f}")

@@ -361,6 +361,12 @@ def test_search_resumes_from_its_trials_on_disk(tmp_path, tiny_data):
     tune.run_search(ds, "smoke", tmp_path, seed=0, progress=False, max_trials=1)
     first = json.loads(tune.search_path(tmp_path).read_text())["trials"]
     assert len(first) == 1
+    # the first trial is the profile's recipe itself (the space's defaults)
+    import keras_tuner as kt
+
+    recipe_hp = kt.HyperParameters()
+    tune.config_from_hp(recipe_hp, config.model_config("tuned", "smoke"))
+    assert first[0]["hyperparameters"] == recipe_hp.values
     tune.run_search(ds, "smoke", tmp_path, seed=0, progress=False, max_trials=2)
     second = json.loads(tune.search_path(tmp_path).read_text())
     assert len(second["trials"]) == 2

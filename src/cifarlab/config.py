@@ -211,11 +211,11 @@ RECIPES: dict[str, dict[str, dict]] = {
         "smoke": dict(epochs=3, batch_size=64, patience=3),
         # CIFAR-100 test accuracy (RESULTS.md): 32.6% after 6 epochs, 41.5% after 15,
         # underfitting (training accuracy under dropout 38% < validation 41.5%); with
-        # dropout 0.1 / 0.3 in the cpu profile's 15 epochs 46.4% (the classic 0.25 / 0.5
-        # was set for 30+ epochs; `full` keeps it). Patience 5: under a cosine decay
-        # the late epochs improve most.
+        # dropout 0.1 / 0.3 (the classic 0.25 / 0.5 was set for 30+ epochs; `full` keeps
+        # it) 46.4% at 15 epochs and 49.9% at 20, over the classic CNN's 47%. Patience 5:
+        # under a cosine decay the late epochs improve most.
         "cpu": dict(
-            epochs=15,
+            epochs=20,
             batch_size=128,
             patience=5,
             flip=True,

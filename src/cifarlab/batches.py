@@ -24,6 +24,8 @@ import time
 import keras
 import numpy as np
 
+from cifarlab.recipe import one_hot
+
 #: Threads that gather batches. Two keep the next batch ready on any machine; a gather
 #: of a batch from memory costs far less than a training step.
 WORKERS = 2
@@ -78,11 +80,9 @@ class Batches(keras.utils.PyDataset):
         order = rng.permutation(n)
         if self.x_mirror is None:
             return order, None
-        if not self.alternate:
-            return order, rng.random(n) < 0.5
-        first = np.random.default_rng([self.seed, 0])
-        first.permutation(n)  # the first epoch's draws, in the same sequence
-        return order, (first.random(n) < 0.5) ^ bool(epoch % 2)
+        if self.alternate and epoch > 0:  # the first epoch's coins, flipped every other epoch
+            return order, self.epoch_order(0)[1] ^ bool(epoch % 2)
+        return order, rng.random(n) < 0.5
 
     def _draw(self) -> None:
         self.order, self.mirrored = self.epoch_order(self.epoch)
@@ -133,7 +133,7 @@ def training_batches(x, y, cfg, seed: int, first_epoch: int = 0, x_mirror=None) 
     alternate = cfg.flip and cfg.flip_mode == "alternate"
     if alternate and x_mirror is None:
         x_mirror = np.ascontiguousarray(x[:, :, ::-1])
-    targets = np.eye(cfg.num_classes, dtype="float32")[y]
+    targets = one_hot(y, cfg.num_classes)
     return Batches(
         x, targets, cfg.batch_size, seed, first_epoch, x_mirror=x_mirror, alternate=alternate
     )

@@ -161,15 +161,28 @@ def test_alternating_flips_show_each_image_both_ways_every_two_epochs():
     assert not any("flip" in name for name in names)
 
 
-def test_whole_pixel_shifts_move_pixels_without_blending_them():
-    x = _images(8, seed=1).astype("float32")
-    aug = models.augmentation(flip=False, translate=0.125, pixel_shifts=True)
-    out = np.asarray(aug(x, training=True))
-    assert not np.array_equal(out, x)
-    for a, b in zip(out, x):
-        assert set(np.unique(a)) <= set(np.unique(b))  # every output pixel is an input pixel
-    blended = np.asarray(models.augmentation(flip=False, translate=0.125)(x, training=True))
-    assert any(not set(np.unique(a)) <= set(np.unique(b)) for a, b in zip(blended, x))
+def test_whole_pixel_shifts_are_reflect_padded_crops_at_uniform_offsets():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    cfg = _cfg(flip=False, translate=2 / 32, pixel_shifts=True, batch_size=16)
+    seq = batches.training_batches(x, np.arange(40) % 10, cfg, seed=0)
+    assert seq.shift == 2  # the batches shift; the model has no translation layer
+    assert "augment" not in [layer.name for layer in models.build(cfg).layers]
+    counts = np.zeros((5, 5), int)
+    for _ in range(30):
+        for i in range(len(seq)):
+            for row, image in zip(seq.indices(i), seq[i][0]):
+                down, right = seq.shifts[row]
+                padded = np.pad(x[row], ((2, 2), (2, 2), (0, 0)), mode="reflect")
+                want = padded[2 - down : 34 - down, 2 - right : 34 - right]
+                np.testing.assert_array_equal(image, want)  # every pixel an input pixel
+                counts[down + 2, right + 2] += 1
+        seq.on_epoch_end()
+    assert counts.sum() == 1200 and counts.min() > 20  # all 25 offsets, about 48 each
+    interpolated = _cfg(flip=False, translate=2 / 32, pixel_shifts=False)
+    assert batches.training_batches(x, np.arange(40) % 10, interpolated, seed=0).shift == 0
+    layers = [layer.name for layer in models.build(interpolated).get_layer("augment").layers]
+    assert any("translation" in name for name in layers)
 
 
 def _shift(x, s):

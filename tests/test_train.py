@@ -459,7 +459,9 @@ def test_the_tensorflow_pipeline_yields_exactly_the_batches_of_the_pydataset():
     x[:, :, 1] += 1000
     xm = x[:, :, ::-1].copy()
     y = np.eye(n, dtype="float32")
+    images = np.arange(n * 4 * 5, dtype="float32").reshape(n, 4, 5, 1)
     for make in (
+        lambda first: batches.Batches(images, y, 10, 5, first, images[:, :, ::-1], True, 1),
         lambda first: batches.Batches(x, y, 10, seed=5, first_epoch=first, x_mirror=xm),
         lambda first: batches.Batches(x, y, 10, 5, first, x_mirror=xm, alternate=True),
         lambda first: batches.Batches(x, y, 10, seed=5, first_epoch=first),

@@ -11,7 +11,7 @@ then crosses Python (``Dataset.from_generator``), and a training step took 35% l
 
 So this pipeline gathers each batch the way Keras does (one ``tf.gather`` per batch from
 arrays held by TensorFlow), in exactly the order :class:`~cifarlab.batches.Batches` draws
-(the same seeded permutation and mirror choices), with autotuning off and fixed
+(the same seeded permutation, mirror choices and shifts), with autotuning off and fixed
 parallelism. The training pipeline holds every remaining epoch, so ``fit`` runs it with
 ``steps_per_epoch`` and one iterator for the whole training.
 """
@@ -31,13 +31,21 @@ def dataset(batches, epochs: int = 1) -> tf.data.Dataset:
     plan = tf.data.Dataset.from_tensor_slices(batches.plan(epochs))
     data = tf.data.Dataset.zip((plan, tf.data.Dataset.from_tensors(held).repeat()))
 
+    s = batches.shift
+
     def gather(step, held):
-        rows, size, flips = step
+        rows, size, flips, offsets = step
         idx = rows[:size]
         x = tf.gather(held[0], idx)
         if batches.x_mirror is not None:
             flip = tf.reshape(flips[:size], [-1] + [1] * (len(batches.x.shape) - 1))
             x = tf.where(flip, tf.gather(held[-1], idx), x)
+        if s:  # as batches.crop: reflect-pad, then each image's rows and columns
+            x = tf.pad(x, [[0, 0], [s, s], [s, s], [0, 0]], mode="REFLECT")
+            down, right = offsets[:size, :1], offsets[:size, 1:]
+            h, w = batches.x.shape[1:3]
+            x = tf.gather(x, s - down + tf.range(h, dtype=down.dtype), axis=1, batch_dims=1)
+            x = tf.gather(x, s - right + tf.range(w, dtype=right.dtype), axis=2, batch_dims=1)
         if batches.y is None:
             return x
         return x, tf.gather(held[1], idx)

@@ -19,7 +19,7 @@ switch (cifarlab.tune):
 
 The optimiser's parts (Nesterov SGD with coupled L2, a larger step for the batch-norm
 biases, lookahead, the linear decay) live in cifarlab.recipe; the alternating flips and
-whole-pixel shifts in cifarlab.batches and cifarlab.models; the multi-view test-time
+whole-pixel shifts (reflect-padded crops) in cifarlab.batches; the multi-view test-time
 augmentation in :func:`cifarlab.tta.wrap`.
 
 Built-in Keras layers only, so that a saved model loads with plain Keras on every

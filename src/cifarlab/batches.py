@@ -14,7 +14,10 @@ validation data from :class:`Batches` instead of handing NumPy arrays to Keras:
   coin per image): flips for free where the inputs cannot be flipped;
 - with ``alternate`` too (airbench's alternating flips), the coin is tossed once, in the
   first epoch, and every image is shown mirrored in every other epoch from then on: over
-  two epochs each image is seen both ways, fewer repeats than fresh coins give.
+  two epochs each image is seen both ways, fewer repeats than fresh coins give;
+- with ``shift`` (airbench's translation), each image of an epoch is cropped from its copy
+  reflect-padded by ``shift`` pixels, at an offset drawn uniformly from the
+  (2 shift + 1)^2 whole-pixel ones: every output pixel is an input pixel.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Batches(keras.utils.PyDataset):
         first_epoch: int = 0,
         x_mirror: np.ndarray | None = None,
         alternate: bool = False,
+        shift: int = 0,
     ):
         super().__init__(workers=WORKERS, use_multiprocessing=False, max_queue_size=4)
         if batch_size < 1:
@@ -65,7 +69,9 @@ class Batches(keras.utils.PyDataset):
             raise ValueError("mirror images are drawn at random: give a seed")
         if alternate and x_mirror is None:
             raise ValueError("alternating flips need the mirror images' inputs (x_mirror)")
-        self.alternate = alternate
+        if shift and (seed is None or x.ndim != 4 or min(x.shape[1:3]) <= shift):
+            raise ValueError("shifts are drawn at random on images (N, H, W, C): give a seed")
+        self.alternate, self.shift = alternate, int(shift)
         self.x, self.y, self.x_mirror = x, y, x_mirror
         self.batch_size, self.seed = batch_size, seed
         self.epoch = first_epoch
@@ -84,8 +90,17 @@ class Batches(keras.utils.PyDataset):
             return order, self.epoch_order(0)[1] ^ bool(epoch % 2)
         return order, rng.random(n) < 0.5
 
+    def epoch_shifts(self, epoch: int) -> np.ndarray | None:
+        """Each row's (down, right) offset in ``epoch``, in [-shift, shift] (None: none).
+        Their own random stream: the order and the mirror choices do not depend on them."""
+        if not self.shift:
+            return None
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        return rng.integers(-self.shift, self.shift + 1, size=(len(self.x), 2))
+
     def _draw(self) -> None:
         self.order, self.mirrored = self.epoch_order(self.epoch)
+        self.shifts = self.epoch_shifts(self.epoch)
 
     def __len__(self) -> int:
         return -(-len(self.x) // self.batch_size)
@@ -102,41 +117,74 @@ class Batches(keras.utils.PyDataset):
         if self.mirrored is not None:  # one gather, then the mirrored rows replaced
             pick = self.mirrored[idx]
             batch[pick] = self.x_mirror[idx[pick]]
+        if self.shifts is not None:
+            batch = crop(batch, self.shifts[idx], self.shift)
         return batch if self.y is None else (batch, self.y[idx])
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self._draw()
 
-    def plan(self, epochs: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def plan(self, epochs: int = 1) -> tuple[np.ndarray, ...]:
         """``epochs`` epochs from the current one on, batch after batch: the rows of each
-        batch (zero-padded to the batch size), its size, and which rows are mirrored."""
+        batch (zero-padded to the batch size), its size, which rows are mirrored and
+        their shifts (zeros without)."""
         bs, steps = self.batch_size, len(self)
         rows = np.zeros((epochs * steps, bs), dtype=np.int64)
         sizes = np.zeros(epochs * steps, dtype=np.int64)
         flips = np.zeros((epochs * steps, bs), dtype=bool)
+        offsets = np.zeros((epochs * steps, bs, 2), dtype=np.int64)
         for e in range(epochs):
             order, mirrored = self.epoch_order(self.epoch + e)
+            shifts = self.epoch_shifts(self.epoch + e)
             for i in range(steps):
                 idx = batch_rows(order, i, bs)
                 rows[e * steps + i, : len(idx)] = idx
                 sizes[e * steps + i] = len(idx)
                 if mirrored is not None:
                     flips[e * steps + i, : len(idx)] = mirrored[idx]
-        return rows, sizes, flips
+                if shifts is not None:
+                    offsets[e * steps + i, : len(idx)] = shifts[idx]
+        return rows, sizes, flips, offsets
+
+
+def crop_indices(shifts: np.ndarray, shift: int, height: int, width: int):
+    """Row and column indices ``(B, H)``, ``(B, W)`` into images padded by ``shift`` that
+    cut out each image moved by its ``(down, right)`` offset."""
+    rows = shift - shifts[:, :1] + np.arange(height)
+    cols = shift - shifts[:, 1:] + np.arange(width)
+    return rows, cols
+
+
+def crop(batch: np.ndarray, shifts: np.ndarray, shift: int) -> np.ndarray:
+    """``batch`` (B, H, W, C), each image moved by its whole-pixel ``(down, right)``
+    offset, the border reflected (NumPy's and TensorFlow's "reflect": the edge pixel is
+    not repeated)."""
+    pad = ((0, 0), (shift, shift), (shift, shift), (0, 0))
+    padded = np.pad(batch, pad, mode="reflect")
+    rows, cols = crop_indices(shifts, shift, *batch.shape[1:3])
+    b = np.arange(len(batch))[:, None, None]
+    return padded[b, rows[:, :, None], cols[:, None, :]]
 
 
 def training_batches(x, y, cfg, seed: int, first_epoch: int = 0, x_mirror=None) -> Batches:
     """The training split as :class:`Batches` for the config ``cfg``: one-hot targets,
     its batch size, and with ``cfg.flip_mode == "alternate"`` the mirror images made
-    here (the model then has no flip layer, cifarlab.models)."""
+    here (the model then has no flip layer, cifarlab.models); with ``cfg.pixel_shifts``
+    the whole-pixel shifts of up to ``cfg.translate`` of the size (the model then has no
+    translation layer)."""
     alternate = cfg.flip and cfg.flip_mode == "alternate"
+    shift = batch_shift(cfg, x.shape[1])
     if alternate and x_mirror is None:
         x_mirror = np.ascontiguousarray(x[:, :, ::-1])
     targets = one_hot(y, cfg.num_classes)
-    return Batches(
-        x, targets, cfg.batch_size, seed, first_epoch, x_mirror=x_mirror, alternate=alternate
-    )
+    return Batches(x, targets, cfg.batch_size, seed, first_epoch, x_mirror, alternate, shift)
+
+
+def batch_shift(cfg, size: int = 32) -> int:
+    """The whole pixels the batches shift images of ``size`` by (0: none, or the model
+    interpolates its own shifts)."""
+    return round(cfg.translate * size) if cfg.pixel_shifts else 0
 
 
 def fit_data(train: Batches, val: Batches | None, epochs: int) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -39,7 +40,8 @@ class EpochBackup(keras.callbacks.Callback):
 
     ``stateful``: callbacks whose :data:`STATEFUL_ATTRS` are saved and restored (their
     own ``on_train_begin`` resets them, so this callback must come after them).
-    ``records`` holds this phase's history, one dict per epoch, resumed epochs included.
+    ``records`` holds this phase's history, one dict per epoch, resumed epochs included;
+    ``seconds`` is each epoch's wall time, its validation included.
     """
 
     def __init__(self, backup_dir: Path, phase: int = 0, stateful=(), resumed: dict | None = None):
@@ -58,9 +60,13 @@ class EpochBackup(keras.callbacks.Callback):
                 setattr(cb, k, v)
         print(f"resuming {self.model.name} after epoch {self.resumed['epoch']}", flush=True)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
         rec = {"epoch": epoch + 1, "phase": self.phase}
         rec.update({k: float(v) for k, v in (logs or {}).items()})
+        rec["seconds"] = time.perf_counter() - self._t0
         lr = self.model.optimizer.learning_rate
         rec["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
         self.records = [r for r in self.records if r["epoch"] != epoch + 1] + [rec]

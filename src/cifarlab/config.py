@@ -54,7 +54,7 @@ class TrainConfig:
     # the first epoch, then each image mirrored in every other epoch (in the batches)
     flip_mode: str = "random"
     translate: float = 0.0  # random shift by up to this fraction of the size (reflect)
-    pixel_shifts: bool = False  # shifts by whole pixels (nearest): an exact pad-and-crop
+    pixel_shifts: bool = False  # whole-pixel shifts, cropped in the batches (else interpolated)
     rotation: float = 0.0  # random rotation by up to this fraction of a full turn
     # ---- model selection
     patience: int | None = None  # early stopping: epochs without a better val_accuracy

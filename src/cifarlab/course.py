@@ -47,20 +47,27 @@ def samples(ds: Dataset, split, out, seed: int = 0) -> Path:
 
 
 def augmented_views(cfg: TrainConfig, x: np.ndarray, views: int = 6) -> np.ndarray:
-    """``(len(x), views, 32, 32, 3)``: each image as stored, then ``views - 1`` random
-    draws of the model's own augmentation layers in training mode (seeded)."""
+    """``(len(x), views, 32, 32, 3)``: each image as stored, then ``views - 1`` epochs of
+    what training does to it (seeded): the batches' alternating flips and whole-pixel
+    shifts (cifarlab.batches), then the model's own augmentation layers in training mode."""
     import keras
 
+    from cifarlab.batches import training_batches
     from cifarlab.models import augmentation as augment
 
-    out = [x.astype("float32")] * views
-    if cfg.flip or cfg.translate > 0 or cfg.rotation > 0:
-        layer = augment(cfg.flip, cfg.translate, cfg.rotation)
-        keras.utils.set_random_seed(0)
-        out = [out[0]] + [
-            np.asarray(keras.ops.convert_to_numpy(layer(out[0], training=True)))
-            for _ in range(views - 1)
-        ]
+    x = x.astype("float32")
+    flip = cfg.flip and cfg.flip_mode == "random"
+    translate = 0.0 if cfg.pixel_shifts else cfg.translate
+    layer = augment(flip, translate, cfg.rotation) if flip or translate or cfg.rotation else None
+    seen = training_batches(x, np.zeros(len(x), int), cfg.replace(batch_size=len(x)), seed=0)
+    keras.utils.set_random_seed(0)
+    out = [x]
+    for _ in range(views - 1):
+        batch = seen[0][0]  # one batch: every image, in order
+        if layer is not None:
+            batch = np.asarray(keras.ops.convert_to_numpy(layer(batch, training=True)))
+        out.append(batch)
+        seen.on_epoch_end()
     return np.stack(out, axis=1)
 
 
@@ -72,9 +79,13 @@ def augmentation(name: str, cfg: TrainConfig, split, out, images: int = 4, views
 
 
 def _augmentation_words(cfg: TrainConfig) -> str:
-    parts = (["random horizontal flip"] if cfg.flip else []) + (
-        [f"random shift up to {cfg.translate:.0%} (reflect-padded)"] if cfg.translate else []
+    flip = (
+        "alternating horizontal flip" if cfg.flip_mode == "alternate" else "random horizontal flip"
     )
+    shift = f"random shift up to {cfg.translate:.0%} (reflect-padded)"
+    if cfg.pixel_shifts:
+        shift = f"random shift by 0-{round(cfg.translate * 32)} whole pixels (reflect-padded crop)"
+    parts = ([flip] if cfg.flip else []) + ([shift] if cfg.translate else [])
     parts += [f"random rotation up to {cfg.rotation * 360:.0f} deg"] if cfg.rotation else []
     return ", ".join(parts) or "none: the model sees each training image as it is"
 

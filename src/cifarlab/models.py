@@ -54,20 +54,14 @@ def augmentation(
     translate: float = 0.0,
     rotation: float = 0.0,
     name: str = "augment",
-    pixel_shifts: bool = False,
 ) -> keras.Sequential:
     """Random horizontal flip, translation by up to ``translate`` of the size
-    (reflect-padded, like a pad-and-crop; with ``pixel_shifts`` by whole pixels, nearest,
-    so every output pixel is an input pixel), and an optional small rotation (a fraction
-    of a full turn). Active only in training."""
+    (interpolated, reflect-padded), and an optional small rotation (a fraction of a full
+    turn). Active only in training. Alternating flips and whole-pixel shifts happen in
+    the batches instead (cifarlab.batches)."""
     parts = [layers.RandomFlip("horizontal")] if flip else []
     if translate > 0:
-        interpolation = "nearest" if pixel_shifts else "bilinear"
-        parts.append(
-            layers.RandomTranslation(
-                translate, translate, fill_mode="reflect", interpolation=interpolation
-            )
-        )
+        parts.append(layers.RandomTranslation(translate, translate, fill_mode="reflect"))
     if rotation > 0:
         parts.append(layers.RandomRotation(rotation, fill_mode="reflect"))
     return keras.Sequential(parts, name=name)
@@ -80,10 +74,9 @@ def _inputs(config: TrainConfig):
     inputs = keras.Input(INPUT_SHAPE, name="pixels")  # raw 0-255 RGB
     x = inputs
     flip = config.flip and config.flip_mode == "random"  # alternate: the batches flip
-    if flip or config.translate > 0 or config.rotation > 0:
-        x = augmentation(flip, config.translate, config.rotation, pixel_shifts=config.pixel_shifts)(
-            x
-        )
+    translate = 0.0 if config.pixel_shifts else config.translate  # whole pixels: the batches
+    if flip or translate > 0 or config.rotation > 0:
+        x = augmentation(flip, translate, config.rotation)(x)
     x = layers.Normalization(  # float32 even under mixed precision: raw pixels reach 255
         mean=list(config.mean),
         variance=[s * s for s in config.std],

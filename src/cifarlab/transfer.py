@@ -14,6 +14,7 @@ the ``hp`` of the vgg16 recipe in cifarlab.config.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,6 +89,12 @@ def train_vgg16(
     model = build_vgg16(cfg, weights=weights)
     features, top = vgg16_parts(model, hp["finetune_blocks"])
     mirror = bool(hp["mirror_features"])
+    clock = [time.perf_counter()]  # phase boundaries: features, head, fine-tuning
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return round(clock[-1] - clock[-2], 1)
+
     feats = cached_features(features, split, work, cfg.batch_size, progress, mirror)
     data = dict(
         x=feats["train"],
@@ -108,8 +115,10 @@ def train_vgg16(
         layer.trainable = False
     steps = int(np.ceil(len(split.y_train) / cfg.batch_size))
     compile_model(top, cfg, head_epochs * steps)
+    seconds = {"features": lap()}
     records = fit(top, cfg, phase=1, epochs=head_epochs, **data)
     restore_best(top, work / "best1.weights.h5")
+    seconds["head"] = lap()
     if ft_epochs > 0:
         for layer in vgg_top:
             layer.trainable = True
@@ -118,6 +127,7 @@ def train_vgg16(
         rec2 = fit(top, ft, phase=2, epochs=ft_epochs, **data)
         records = records + [{**r, "epoch": r["epoch"] + head_epochs} for r in rec2]
         restore_best(top, work / "best2.weights.h5")
+        seconds["finetune"] = lap()
     extra = {
         "weights_source": model.weights_source,
         "vgg16": {
@@ -127,6 +137,7 @@ def train_vgg16(
             "finetune_epochs": ft_epochs,
             "frozen_features_cached": True,
             "mirror_features": mirror,
+            "seconds": seconds,  # this process's: a resumed run counts its own part
             "note": "features computed once"
             + (", also of the mirror images: each epoch picks one per image" if mirror else ""),
         },

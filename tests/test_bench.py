@@ -100,3 +100,11 @@ def test_epoch_starts_times_each_epoch_of_both_input_paths_and_the_table_says_so
         }
     )
     assert "to `fit`: 0.5, 31.0 s; `Batches`: 0.4, 0.1 s." in md
+
+
+def test_the_input_pipeline_rows_time_the_augmented_batches_of_both_recipes():
+    """The per-batch work alone, in images per second: the classic augmentation layers and
+    the airbench batches (alternating flips, 2-pixel crops); each must outrun training."""
+    rates = bench._pipeline(None, batch_size=16)
+    assert set(rates) == {"batch_augment_images_per_s", "airbench_batches_images_per_s"}
+    assert all(rate > 500 for rate in rates.values())

@@ -205,6 +205,14 @@ def _pipeline(dataset: str | None, batch_size: int) -> dict:
         np.eye(100, dtype="float32")[y[idx]]
         keras.ops.convert_to_numpy(aug(xb, training=True))
     out["batch_augment_images_per_s"] = n / (time.perf_counter() - t)
+    # the airbench recipe's batches: gather, alternating flips, 2-pixel reflect-padded crops
+    from cifarlab.batches import Batches
+
+    seq = Batches(x, y, batch_size, 0, x_mirror=x[:, :, ::-1].copy(), alternate=True, shift=2)
+    t = time.perf_counter()
+    for i in range(len(seq)):
+        seq[i]
+    out["airbench_batches_images_per_s"] = len(x) / (time.perf_counter() - t)
     return out
 
 

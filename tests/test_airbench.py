@@ -264,6 +264,7 @@ def test_the_ablation_trains_each_part_removed_scores_with_plain_keras_and_resum
     acc = (m.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test).mean()
     assert table["test_accuracy"].iloc[0] == pytest.approx(acc)
     assert "| whole |" in out.ablation_md.read_text()
+    assert out.figure("ablation_minutes").read_bytes()[:4] == b"\x89PNG"  # accuracy vs minutes
     # finished runs are read back, not trained again
     monkeypatch.setattr(train, "train_model", lambda *a, **k: pytest.fail("retrained"))
     again = ablation.run_ablation(

@@ -8,8 +8,9 @@ can score it: Keras' safe-mode ``load_model`` and ``predict`` on the raw uint8 t
 images (cifarlab.inference); test-time views count only where they are part of the saved
 model. ``reports/ablation.csv`` and ``ablation.md`` hold test accuracy, top-5, the
 difference to the whole recipe and the training time, as airbench's own ablation table
-does. A run already finished with the same config is read back, not trained again, so
-an interrupted ablation resumes where it stopped.
+does; ``reports/figures/ablation_minutes.png`` each run's accuracy against its minutes.
+A run already finished with the same config is read back, not trained again, so an
+interrupted ablation resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -114,7 +115,34 @@ def run_ablation(
             }
         )
     table = _write(root, rows, ds, profile, seed, base)
+    _figure(root, table, ds, profile)
     return table
+
+
+def _figure(root, table, ds: Dataset, profile: str) -> None:
+    """reports/figures/ablation_minutes.png: each run's validation accuracy against its
+    training minutes (each epoch's own seconds; older histories: the wall time spread
+    evenly), its test accuracy at the end."""
+    from cifarlab.figures import accuracy_vs_minutes
+
+    runs = []
+    for row in table.itertuples(index=False):
+        hist = np.load(root.ablation_run(row[0]).history("tuned"), allow_pickle=False)
+        seconds = (
+            hist["seconds"]
+            if "seconds" in hist.dtype.names
+            else np.full(len(hist), row.train_time_s / len(hist))
+        )
+        runs.append(
+            {
+                "label": _label(row[0]),
+                "minutes": np.cumsum(seconds) / 60,
+                "val_accuracy": hist["val_accuracy"],
+                "test_accuracy": row.test_accuracy,
+            }
+        )
+    title = f"The airbench recipe taken apart: {ds.name}, profile {profile}"
+    accuracy_vs_minutes(runs, title, root.figure("ablation_minutes"))
 
 
 def _label(part: str) -> str:

@@ -284,6 +284,24 @@ def schedule_curve(
     return save_figure(fig, path)
 
 
+def accuracy_vs_minutes(runs: list[dict], title: str, path: Path) -> Path:
+    """Validation accuracy after each epoch against the training minutes so far, one line
+    per run (``label``, ``minutes``, ``val_accuracy``), each run's test accuracy
+    (``test_accuracy``) marked where its training ended."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run in runs:
+        (line,) = ax.plot(run["minutes"], 100 * np.asarray(run["val_accuracy"]), marker=".")
+        end, test = run["minutes"][-1], 100 * run["test_accuracy"]
+        ax.plot(end, test, marker="*", markersize=12, color=line.get_color(), linestyle="")
+        line.set_label(f"{run['label']}: {test:.2f}% test, {end:.0f} min")
+    ax.set_xlabel("training minutes (validation included)")
+    ax.set_ylabel("accuracy (%): validation per epoch, test as a star")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return save_figure(fig, path)
+
+
 def load_history(out, name: str) -> np.ndarray:
     return np.load(layout(out).history(name), allow_pickle=False)
 

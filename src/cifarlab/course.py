@@ -19,9 +19,9 @@ from cifarlab.config import TrainConfig
 from cifarlab.data import Dataset, prepare
 from cifarlab.layout import Layout, layout
 
-#: RESULTS.md, whose "Expected figures" table the notebooks quote before each training.
-RESULTS_MD = Path(__file__).resolve().parents[2] / "RESULTS.md"
-EXPECTED_HEADING = "## Expected figures"
+#: The measured figures the notebooks quote before each training (RESULTS.md's
+#: "Expected figures" table, row for row; a test keeps the two equal).
+EXPECTED_CSV = Path(__file__).with_name("expected.csv")
 
 
 def model_inputs(
@@ -142,32 +142,18 @@ def lr_schedule(name: str, cfg: TrainConfig, train_images: int, out) -> Path:
 # --------------------------------------------------------------------------- expectations
 
 
-def expected_table(path: Path = RESULTS_MD):
-    """RESULTS.md's "Expected figures" table as a DataFrame (empty if absent)."""
+def expected_table():
+    """The Expected figures (``cifarlab/expected.csv``, shipped with the package so that a
+    pip-installed copy such as Colab's quotes them too; RESULTS.md shows the same rows
+    beside their evidence) as a DataFrame of strings."""
     import pandas as pd
 
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return pd.DataFrame()
-    start = text.find(EXPECTED_HEADING)
-    if start < 0:
-        return pd.DataFrame()
-    lines = text[start:].splitlines()[1:]
-    first = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
-    rows = []
-    for line in lines[first:]:  # the first table after the heading, to its last row
-        if not line.startswith("|"):
-            break
-        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
-        if not set("".join(cells)) <= set("-: "):  # not the |---| line
-            rows.append(cells)
-    return pd.DataFrame(rows[1:], columns=rows[0]) if rows else pd.DataFrame()
+    return pd.read_csv(EXPECTED_CSV, dtype=str, keep_default_na=False)
 
 
 def expected(name: str, dataset_name: str, profile: str, epochs: int | None = None) -> str:
     """What to expect before ``name`` trains: the measured figure for this dataset and
-    profile from RESULTS.md, with its evidence, or "not measured". A figure measured
+    profile (:func:`expected_table`), with its evidence, or "not measured". A figure measured
     with another number of epochs than the profile now has is said to be so."""
     table = expected_table()
     key = dataset_name.lower()

@@ -121,8 +121,8 @@ def run_ablation(
 
 def _figure(root, table, ds: Dataset, profile: str) -> None:
     """reports/figures/ablation_minutes.png: each run's validation accuracy against its
-    training minutes (each epoch's own seconds; older histories: the wall time spread
-    evenly), its test accuracy at the end."""
+    training minutes (each epoch's own seconds; runs saved before epochs were timed: the
+    wall time spread evenly), its test accuracy at the end."""
     from cifarlab.figures import accuracy_vs_minutes
 
     runs = []

@@ -148,21 +148,14 @@ class Batches(keras.utils.PyDataset):
         return rows, sizes, flips, offsets
 
 
-def crop_indices(shifts: np.ndarray, shift: int, height: int, width: int):
-    """Row and column indices ``(B, H)``, ``(B, W)`` into images padded by ``shift`` that
-    cut out each image moved by its ``(down, right)`` offset."""
-    rows = shift - shifts[:, :1] + np.arange(height)
-    cols = shift - shifts[:, 1:] + np.arange(width)
-    return rows, cols
-
-
 def crop(batch: np.ndarray, shifts: np.ndarray, shift: int) -> np.ndarray:
     """``batch`` (B, H, W, C), each image moved by its whole-pixel ``(down, right)``
     offset, the border reflected (NumPy's and TensorFlow's "reflect": the edge pixel is
     not repeated)."""
     pad = ((0, 0), (shift, shift), (shift, shift), (0, 0))
     padded = np.pad(batch, pad, mode="reflect")
-    rows, cols = crop_indices(shifts, shift, *batch.shape[1:3])
+    rows = shift - shifts[:, :1] + np.arange(batch.shape[1])  # (B, H) into the padded rows
+    cols = shift - shifts[:, 1:] + np.arange(batch.shape[2])
     b = np.arange(len(batch))[:, None, None]
     return padded[b, rows[:, :, None], cols[:, None, :]]
 

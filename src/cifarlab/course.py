@@ -53,12 +53,10 @@ def augmented_views(cfg: TrainConfig, x: np.ndarray, views: int = 6) -> np.ndarr
     import keras
 
     from cifarlab.batches import training_batches
-    from cifarlab.models import augmentation as augment
+    from cifarlab.models import model_augmentation
 
     x = x.astype("float32")
-    flip = cfg.flip and cfg.flip_mode == "random"
-    translate = 0.0 if cfg.pixel_shifts else cfg.translate
-    layer = augment(flip, translate, cfg.rotation) if flip or translate or cfg.rotation else None
+    layer = model_augmentation(cfg)
     seen = training_batches(x, np.zeros(len(x), int), cfg.replace(batch_size=len(x)), seed=0)
     keras.utils.set_random_seed(0)
     out = [x]
@@ -79,12 +77,14 @@ def augmentation(name: str, cfg: TrainConfig, split, out, images: int = 4, views
 
 
 def _augmentation_words(cfg: TrainConfig) -> str:
+    from cifarlab.batches import batch_shift
+
     flip = (
         "alternating horizontal flip" if cfg.flip_mode == "alternate" else "random horizontal flip"
     )
     shift = f"random shift up to {cfg.translate:.0%} (reflect-padded)"
     if cfg.pixel_shifts:
-        shift = f"random shift by 0-{round(cfg.translate * 32)} whole pixels (reflect-padded crop)"
+        shift = f"random shift by 0-{batch_shift(cfg)} whole pixels (reflect-padded crop)"
     parts = ([flip] if cfg.flip else []) + ([shift] if cfg.translate else [])
     parts += [f"random rotation up to {cfg.rotation * 360:.0f} deg"] if cfg.rotation else []
     return ", ".join(parts) or "none: the model sees each training image as it is"

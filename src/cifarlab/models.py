@@ -67,16 +67,25 @@ def augmentation(
     return keras.Sequential(parts, name=name)
 
 
+def model_augmentation(config: TrainConfig) -> keras.Sequential | None:
+    """The augmentation layers of ``config``'s model (None: none): what the batches do not
+    do already (alternating flips and whole-pixel shifts happen there, cifarlab.batches)."""
+    flip = config.flip and config.flip_mode == "random"
+    translate = 0.0 if config.pixel_shifts else config.translate
+    if flip or translate > 0 or config.rotation > 0:
+        return augmentation(flip, translate, config.rotation)
+    return None
+
+
 def _inputs(config: TrainConfig):
     """The ``pixels`` input, the augmentation and the ``normalize`` layer."""
     if config.mean is None or config.std is None or config.num_classes is None:
         raise ValueError("config.mean, config.std and config.num_classes must be set from the data")
     inputs = keras.Input(INPUT_SHAPE, name="pixels")  # raw 0-255 RGB
     x = inputs
-    flip = config.flip and config.flip_mode == "random"  # alternate: the batches flip
-    translate = 0.0 if config.pixel_shifts else config.translate  # whole pixels: the batches
-    if flip or translate > 0 or config.rotation > 0:
-        x = augmentation(flip, translate, config.rotation)(x)
+    augment = model_augmentation(config)
+    if augment is not None:
+        x = augment(x)
     x = layers.Normalization(  # float32 even under mixed precision: raw pixels reach 255
         mean=list(config.mean),
         variance=[s * s for s in config.std],

@@ -291,18 +291,27 @@ def test_the_ablation_reports_superclass_accuracy_on_cifar100(tmp_path, official
     from conftest import make_cifar100_archive
 
     from cifarlab import ablation, data
+    from cifarlab.errors import CifarlabError
 
     archive = tmp_path / "cifar-100-python.tar.gz"
     official_md5("cifar100", make_cifar100_archive(archive, n_train=1000, n_test=200)["md5"])
     out = tmp_path / "out"
-    table = ablation.run_ablation(str(archive), "smoke", out, parts=[], epochs=1, progress=False)
+    with pytest.raises(CifarlabError, match="widths"):
+        ablation.run_ablation(str(archive), "smoke", out, parts=[], widths=[8, 16], progress=False)
+    table = ablation.run_ablation(
+        str(archive), "smoke", out, parts=[], epochs=1, widths=[8, 20, 12], progress=False
+    )
     assert table["part removed"].tolist() == ["whole"]
     ds = data.load_dataset(str(archive), progress=False)
     import keras
 
     from cifarlab.layout import Layout
 
-    m = keras.saving.load_model(Layout(out).ablation_run("whole").model("tuned"), safe_mode=True)
+    run = Layout(out).ablation_run("whole")
+    assert json.loads(run.meta("tuned").read_text())["config"]["hp"]["widths"] == [8, 20, 12]
+    m = keras.saving.load_model(run.model("tuned"), safe_mode=True)
+    convs = {w.shape[-1] for w in m.weights if len(w.shape) == 4}  # conv kernels' outputs
+    assert {8, 20, 12} <= convs and 32 not in convs  # the groups as asked, not smoke's
     x, y = ds.x_test, ds.y_test
     guess = m.predict(x, verbose=0).argmax(1)
     f2c = ds.fine_to_coarse

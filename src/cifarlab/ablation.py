@@ -70,10 +70,12 @@ def run_ablation(
     epochs: int | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    widths: list[int] | None = None,
 ) -> pd.DataFrame:
     """Train and score the whole recipe and the recipe without each of ``parts``
     (default: all of :data:`PARTS`); returns the table it writes. ``epochs`` and
-    ``batch_size`` override the profile's (the learning rate scales with the batch)."""
+    ``batch_size`` override the profile's (the learning rate scales with the batch),
+    ``widths`` the three conv groups' channels."""
     from cifarlab.inference import predict_test
     from cifarlab.train import train_model
 
@@ -83,6 +85,10 @@ def run_ablation(
         without(airbench_config("smoke"), part)  # unknown names fail before any training
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, progress=progress)
     base = airbench_config(profile, epochs=epochs)
+    if widths:
+        if len(widths) != 3 or min(widths) < 1:
+            raise CifarlabError(f"widths: three positive channel counts, got {widths}")
+        base = base.replace(hp={**base.hp, "widths": [int(w) for w in widths]})
     if batch_size:
         rate = base.learning_rate * batch_size / base.batch_size
         base = base.replace(batch_size=batch_size, learning_rate=rate).validate()

@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="parts to remove, one run each (default: all; none given: the whole recipe only)",
     )
+    ab.add_argument(
+        "--widths",
+        nargs=3,
+        type=int,
+        default=None,
+        metavar="C",
+        help="the three conv groups' channels (default: the profile's; airbench94: 64 256 256)",
+    )
 
     r = sub.add_parser(
         "run",
@@ -362,7 +370,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         table = run_ablation(
             args.dataset, profile, args.out, args.seed, args.parts, progress=not args.quiet,
-            **overrides,
+            widths=args.widths, **overrides,
         )  # fmt: skip
         print(table.to_string(index=False))
     elif args.command == "run":

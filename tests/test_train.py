@@ -373,6 +373,25 @@ def test_search_resumes_from_its_trials_on_disk(tmp_path, tiny_data):
     assert second["trials"][0] == first[0]  # the finished trial was reused, not rerun
 
 
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "full"])
+def test_the_first_trial_is_the_recipe_at_the_trial_batch_and_rebuilds_to_it(profile):
+    import keras_tuner as kt
+
+    recipe = config.model_config("tuned", profile)
+    batch = config.SEARCH_BUDGET[profile]["batch_size"]
+    trial = tune.trial_config(profile, batch)
+    hp = kt.HyperParameters()  # the space's defaults: the first trial
+    first = tune.config_from_hp(hp, trial)
+    assert first.batch_size == batch
+    assert first.learning_rate == pytest.approx(recipe.learning_rate * batch / recipe.batch_size)
+    rebuilt = tune.final_config(hp, trial, recipe).to_dict()
+    assert rebuilt["learning_rate"] == pytest.approx(recipe.learning_rate)  # not 2x (cpu)
+    rebuilt["hp"].setdefault("arch", "resnet")
+    expected = recipe.to_dict()
+    expected["hp"].setdefault("arch", "resnet")
+    assert {**rebuilt, "learning_rate": recipe.learning_rate} == expected
+
+
 def test_the_searched_winner_is_rebuilt_from_its_json(tmp_path, tiny_data):
     ds = data.load_dataset(str(tiny_data), progress=False)
     winner = tune.run_search(ds, "smoke", tmp_path, seed=0, progress=False, max_trials=1)

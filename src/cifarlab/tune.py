@@ -136,6 +136,21 @@ def _widths(widths) -> str:
     return "-".join(str(w) for w in widths)
 
 
+def trial_config(profile: str, batch_size: int) -> TrainConfig:
+    """The profile's tuned recipe at the trials' batch size, its learning rate scaled
+    linearly to it: the space's defaults (the first trial) are then the recipe itself."""
+    recipe = cfgmod.model_config("tuned", profile)
+    rate = recipe.learning_rate * batch_size / recipe.batch_size
+    return recipe.replace(batch_size=batch_size, learning_rate=rate)
+
+
+def final_config(hp: kt.HyperParameters, trial: TrainConfig, final: TrainConfig) -> TrainConfig:
+    """The configuration ``hp`` found at the trials' batch size, for the full training at
+    ``final``'s: its learning rate scaled linearly to the final batch."""
+    cfg = config_from_hp(hp, final)
+    return cfg.replace(learning_rate=cfg.learning_rate * final.batch_size / trial.batch_size)
+
+
 class TunedHyperModel(kt.HyperModel):
     """Builds, compiles and fits one trial with the project's own training code."""
 
@@ -218,8 +233,7 @@ def run_search(
         if max_trials < 1:
             raise CifarlabError(f"--max-trials must be at least 1, got {max_trials}")
         budget["max_trials"] = max_trials
-    base = cfgmod.model_config("tuned", profile).replace(batch_size=budget["batch_size"])
-    base = base.override(batch_size=(overrides or {}).get("batch_size"))
+    base = trial_config(profile, (overrides or {}).get("batch_size") or budget["batch_size"])
     keras.utils.set_random_seed(seed)
     ds, split, base = prepare(dataset, base, seed, progress)
     x, y = split.x_train, split.y_train
@@ -276,9 +290,7 @@ def run_search(
             }
         )
     final = cfgmod.model_config("tuned", profile).override(**(overrides or {}))
-    cfg = config_from_hp(best_hp, final)
-    # the rate was found at the trial batch size: scale it linearly to the final batch
-    cfg = cfg.replace(learning_rate=cfg.learning_rate * final.batch_size / base.batch_size)
+    cfg = final_config(best_hp, base, final)
     result = {
         "config": {
             k: v for k, v in cfg.to_dict().items() if k not in ("mean", "std", "num_classes")

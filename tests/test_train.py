@@ -390,6 +390,8 @@ def test_the_first_trial_is_the_recipe_at_the_trial_batch_and_rebuilds_to_it(pro
     expected = recipe.to_dict()
     expected["hp"].setdefault("arch", "resnet")
     assert {**rebuilt, "learning_rate": recipe.learning_rate} == expected
+    with pytest.raises(CifarlabError, match="batch-size"):
+        tune.trial_config(profile, 0)
 
 
 def test_the_searched_winner_is_rebuilt_from_its_json(tmp_path, tiny_data):

@@ -141,7 +141,7 @@ def trial_config(profile: str, batch_size: int) -> TrainConfig:
     linearly to it: the space's defaults (the first trial) are then the recipe itself."""
     recipe = cfgmod.model_config("tuned", profile)
     rate = recipe.learning_rate * batch_size / recipe.batch_size
-    return recipe.replace(batch_size=batch_size, learning_rate=rate)
+    return recipe.replace(batch_size=batch_size, learning_rate=rate).validate()
 
 
 def final_config(hp: kt.HyperParameters, trial: TrainConfig, final: TrainConfig) -> TrainConfig:
@@ -233,7 +233,8 @@ def run_search(
         if max_trials < 1:
             raise CifarlabError(f"--max-trials must be at least 1, got {max_trials}")
         budget["max_trials"] = max_trials
-    base = trial_config(profile, (overrides or {}).get("batch_size") or budget["batch_size"])
+    batch = (overrides or {}).get("batch_size")
+    base = trial_config(profile, budget["batch_size"] if batch is None else batch)
     keras.utils.set_random_seed(seed)
     ds, split, base = prepare(dataset, base, seed, progress)
     x, y = split.x_train, split.y_train

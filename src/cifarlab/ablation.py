@@ -90,8 +90,7 @@ def run_ablation(
             raise CifarlabError(f"widths: three positive channel counts, got {widths}")
         base = base.replace(hp={**base.hp, "widths": [int(w) for w in widths]})
     if batch_size:
-        rate = base.learning_rate * batch_size / base.batch_size
-        base = base.replace(batch_size=batch_size, learning_rate=rate).validate()
+        base = base.at_batch(batch_size)
     root = layout(out)
     rows = []
     for part in [WHOLE, *parts]:

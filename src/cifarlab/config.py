@@ -86,6 +86,11 @@ class TrainConfig:
         """A copy with the command line's overrides; a flag given as None keeps the value."""
         return self.replace(**{k: v for k, v in flags.items() if v is not None})
 
+    def at_batch(self, batch_size: int) -> TrainConfig:
+        """A copy at ``batch_size``, the learning rate scaled linearly with the batch."""
+        rate = self.learning_rate * batch_size / self.batch_size
+        return self.replace(batch_size=batch_size, learning_rate=rate).validate()
+
     def validate(self) -> TrainConfig:
         if self.epochs < 1:
             raise CifarlabError(f"--epochs must be at least 1, got {self.epochs}")

@@ -149,6 +149,4 @@ def scale(cfg, dist: Distribution):
     """Apply the scaling rule to a config."""
     if dist.replicas == 1:
         return cfg
-    return cfg.replace(
-        batch_size=cfg.batch_size * dist.replicas, learning_rate=cfg.learning_rate * dist.replicas
-    )
+    return cfg.at_batch(cfg.batch_size * dist.replicas)

@@ -139,16 +139,13 @@ def _widths(widths) -> str:
 def trial_config(profile: str, batch_size: int) -> TrainConfig:
     """The profile's tuned recipe at the trials' batch size, its learning rate scaled
     linearly to it: the space's defaults (the first trial) are then the recipe itself."""
-    recipe = cfgmod.model_config("tuned", profile)
-    rate = recipe.learning_rate * batch_size / recipe.batch_size
-    return recipe.replace(batch_size=batch_size, learning_rate=rate).validate()
+    return cfgmod.model_config("tuned", profile).at_batch(batch_size)
 
 
 def final_config(hp: kt.HyperParameters, trial: TrainConfig, final: TrainConfig) -> TrainConfig:
     """The configuration ``hp`` found at the trials' batch size, for the full training at
     ``final``'s: its learning rate scaled linearly to the final batch."""
-    cfg = config_from_hp(hp, final)
-    return cfg.replace(learning_rate=cfg.learning_rate * final.batch_size / trial.batch_size)
+    return config_from_hp(hp, final.replace(batch_size=trial.batch_size)).at_batch(final.batch_size)
 
 
 class TunedHyperModel(kt.HyperModel):

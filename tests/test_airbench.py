@@ -274,7 +274,7 @@ def test_the_ablation_trains_each_part_removed_scores_with_plain_keras_and_resum
     assert again["test_accuracy"].tolist() == table["test_accuracy"].tolist()
 
 
-def test_on_a_gpu_the_search_starts_from_airbench94():
+def test_on_a_gpu_and_a_cpu_the_search_starts_from_airbench():
     import keras_tuner as kt
 
     full = config.model_config("tuned", "full")
@@ -283,8 +283,24 @@ def test_on_a_gpu_the_search_starts_from_airbench94():
     assert config.SEARCH_BUDGET["full"]["batch_size"] == full.batch_size  # no rate rescaling
     first = tune.config_from_hp(kt.HyperParameters(), full)  # the defaults: the recipe itself
     assert first.to_dict() == full.to_dict()
-    cpu = tune.config_from_hp(kt.HyperParameters(), config.model_config("tuned", "cpu"))
-    assert cpu.hp["arch"] == "resnet"  # the cpu profile keeps its measured recipe
+    # cpu: the airbench recipe at airbench94's widths, batch 512 (the ablation's base too)
+    cpu = config.model_config("tuned", "cpu")
+    assert cpu.hp["arch"] == "airbench" and cpu.hp["widths"] == [64, 256, 256]
+    assert (cpu.batch_size, cpu.epochs, cpu.learning_rate) == (512, 10, 0.75)
+    assert cpu.hp["whiten"] and cpu.lookahead == 5 and cpu.tta_shift == 1
+    ablation_base = config.airbench_config("cpu").to_dict()
+    assert ablation_base["hp"].items() <= cpu.hp.items()
+    assert {**ablation_base, "hp": None} == {**cpu.to_dict(), "hp": None}
+    # its trials may not take widths past the cpu budget's (128/384/384 is 2.5x the FLOPs)
+    budget = config.SEARCH_BUDGET["cpu"]
+    hp = kt.HyperParameters()
+    tune.config_from_hp(hp, cpu, budget["widths"])
+    assert hp.get("widths") == "64-256-256"
+    cpu_widths = {p.name: p for p in hp.space}["widths"].values
+    assert "128-384-384" not in cpu_widths and len(cpu_widths) == len(budget["widths"])
+    full_hp = kt.HyperParameters()
+    tune.config_from_hp(full_hp, full, config.SEARCH_BUDGET["full"]["widths"])
+    assert "128-384-384" in {p.name: p for p in full_hp.space}["widths"].values
 
 
 def test_the_ablation_reports_superclass_accuracy_on_cifar100(tmp_path, official_md5):

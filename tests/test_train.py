@@ -451,7 +451,9 @@ def test_every_recipe_names_only_config_fields_and_every_model_has_every_profile
 
 
 def test_the_warm_up_starts_at_its_fraction_of_the_peak_and_reaches_the_peak():
-    cfg = config.model_config("tuned", "cpu").replace(warmup_fraction=0.2, warmup_start=0.1)
+    cfg = config.model_config("tuned", "cpu").replace(
+        schedule="cosine", warmup_fraction=0.2, warmup_start=0.1
+    )
     lr = recipe.learning_rate(cfg, steps=100)
     assert float(lr(0)) == pytest.approx(0.1 * cfg.learning_rate, rel=1e-5)
     assert float(lr(20)) == pytest.approx(cfg.learning_rate, rel=1e-5)

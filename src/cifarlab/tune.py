@@ -42,14 +42,17 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def config_from_hp(hp: kt.HyperParameters, base: TrainConfig) -> TrainConfig:
+def config_from_hp(
+    hp: kt.HyperParameters, base: TrainConfig, widths: list | None = None
+) -> TrainConfig:
     """The search space: each ``hp`` call declares one dimension, its values and its
     default (the tuned recipe's value). Two network families: ``resnet`` (the small BN
     ResNet of cifarlab.models) and ``airbench`` (cifarlab.airbench), each part of
     which is a dimension; the recipe's parts (schedule, lookahead, the biases' step,
     alternating flips, whole-pixel shifts, test-time shifts) apply to both. The defaults
     are ``base``'s values (the profile's recipe), added to a dimension's values where
-    they are not among them."""
+    they are not among them. ``widths``: the airbench group widths a trial may take
+    (a budget's list of triples; None: :data:`WIDTHS`)."""
     rec = base.to_dict()  # the recipe the space starts from
     arch = {**airbench.DEFAULTS, **base.hp}
     family = _choice(hp, "arch", ["resnet", "airbench"], default=arch.get("arch", "resnet"))
@@ -71,7 +74,12 @@ def config_from_hp(hp: kt.HyperParameters, base: TrainConfig) -> TrainConfig:
         weight_decay = _choice(hp, "weight_decay", [0.0, 1e-4, 5e-4], default=rec["weight_decay"])
     with hp.conditional_scope("arch", ["airbench"]):
         air = dict(
-            widths=_choice(hp, "widths", WIDTHS, default=_widths(arch["widths"])),
+            widths=_choice(
+                hp,
+                "widths",
+                [_widths(w) for w in widths] if widths else WIDTHS,
+                default=_widths(arch["widths"]),
+            ),
             whiten=hp.Boolean("whiten", default=arch["whiten"]),
             bn_scale=hp.Boolean("bn_scale", default=arch["bn_scale"]),
             bn_momentum=_choice(hp, "bn_momentum", [0.6, 0.9], default=arch["bn_momentum"]),
@@ -145,25 +153,29 @@ def trial_config(profile: str, batch_size: int) -> TrainConfig:
 def final_config(hp: kt.HyperParameters, trial: TrainConfig, final: TrainConfig) -> TrainConfig:
     """The configuration ``hp`` found at the trials' batch size, for the full training at
     ``final``'s: its learning rate scaled linearly to the final batch."""
-    return config_from_hp(hp, final.replace(batch_size=trial.batch_size)).at_batch(final.batch_size)
+    found = config_from_hp(hp, final.replace(batch_size=trial.batch_size))
+    return found.at_batch(final.batch_size)
 
 
 class TunedHyperModel(kt.HyperModel):
     """Builds, compiles and fits one trial with the project's own training code."""
 
-    def __init__(self, base: TrainConfig, steps_per_epoch: int, epochs: int, seed: int = 0):
+    def __init__(
+        self, base: TrainConfig, steps_per_epoch: int, epochs: int, seed: int = 0, widths=None
+    ):
         super().__init__(name="tuned")
         self.base, self.steps, self.epochs, self.seed = base, steps_per_epoch, epochs, seed
+        self.widths = widths  # the budget's airbench widths (None: all)
         self.trials_run = 0  # by this process (a worker's share in a distributed search)
 
     def build(self, hp):
-        cfg = config_from_hp(hp, self.base).replace(epochs=self.epochs)
+        cfg = config_from_hp(hp, self.base, self.widths).replace(epochs=self.epochs)
         model = build_tuned(cfg)
         compile_model(model, cfg, self.steps * self.epochs)
         return model
 
     def fit(self, hp, model, x, y, validation_data, **kwargs):
-        cfg = config_from_hp(hp, self.base)
+        cfg = config_from_hp(hp, self.base, self.widths)
         self.trials_run += 1
         xv, yv = validation_data
         # Every trial sees the same seeded order of the same images (cifarlab.batches).
@@ -244,7 +256,7 @@ def run_search(
         )
     steps = int(np.ceil(len(y) / base.batch_size))
     project = f"{ds.name}-{ds.checksum[:8]}-{profile}-seed{seed}"
-    hypermodel = TunedHyperModel(base, steps, budget["epochs"], seed)
+    hypermodel = TunedHyperModel(base, steps, budget["epochs"], seed, budget.get("widths"))
     role = _role()
     oracle = RecipeFirstOracle(
         objective="val_accuracy",

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import BACKENDS, python_with
+from conftest import BACKENDS, ROOT, python_with
 
 from cifarlab import airbench, batches, config, evidence, models, recipe, tta, tune
 
@@ -272,6 +272,21 @@ def test_the_ablation_trains_each_part_removed_scores_with_plain_keras_and_resum
         progress=False,
     )  # fmt: skip
     assert again["test_accuracy"].tolist() == table["test_accuracy"].tolist()
+    # benchmarks/frontier.py: the same runs' accuracy against minutes, from the saved files
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("frontier", ROOT / "benchmarks" / "frontier.py")
+    frontier = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frontier)
+    runs = [f"{p}={out.ablation_run(p).root}" for p in ("whole", "whitening")]
+    front = frontier.frontier(runs, tmp_path / "front.png", "t")
+    assert front["test accuracy"].tolist() == [
+        f"{100 * a:.2f}%" for a in table["test_accuracy"].iloc[:2]
+    ]
+    assert front["network"].iloc[0].startswith("airbench") and front["epochs"].eq(1).all()
+    assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
+    assert frontier.main(["whole", "--figure", str(tmp_path / "x.png")]) == 2  # no FOLDER
+    assert frontier.main([f"a={tmp_path}/nowhere", "--figure", str(tmp_path / "x.png")]) == 2
 
 
 def test_on_a_gpu_and_a_cpu_the_search_starts_from_airbench():

@@ -126,26 +126,13 @@ def run_ablation(
 
 def _figure(root, table, ds: Dataset, profile: str) -> None:
     """reports/figures/ablation_minutes.png: each run's validation accuracy against its
-    training minutes (each epoch's own seconds; runs saved before epochs were timed: the
-    wall time spread evenly), its test accuracy at the end."""
-    from cifarlab.figures import accuracy_vs_minutes
+    training minutes, its test accuracy at the end (cifarlab.figures.minutes_curve)."""
+    from cifarlab.figures import accuracy_vs_minutes, minutes_curve
 
-    runs = []
-    for row in table.itertuples(index=False):
-        hist = np.load(root.ablation_run(row[0]).history("tuned"), allow_pickle=False)
-        seconds = (
-            hist["seconds"]
-            if "seconds" in hist.dtype.names
-            else np.full(len(hist), row.train_time_s / len(hist))
-        )
-        runs.append(
-            {
-                "label": _label(row[0]),
-                "minutes": np.cumsum(seconds) / 60,
-                "val_accuracy": hist["val_accuracy"],
-                "test_accuracy": row.test_accuracy,
-            }
-        )
+    runs = [
+        minutes_curve(root.ablation_run(row[0]).root, "tuned", _label(row[0]), row.test_accuracy)
+        for row in table.itertuples(index=False)
+    ]
     title = f"The airbench recipe taken apart: {ds.name}, profile {profile}"
     accuracy_vs_minutes(runs, title, root.figure("ablation_minutes"))
 

@@ -7,6 +7,7 @@ returns its path; :func:`show` displays saved PNGs in a notebook.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -282,6 +283,24 @@ def schedule_curve(
         fontsize=9,
     )
     return save_figure(fig, path)
+
+
+def minutes_curve(out, name: str, label: str, test_accuracy: float) -> dict:
+    """One run for :func:`accuracy_vs_minutes` from a saved history: the minutes after
+    each epoch (each epoch's own seconds; histories saved before epochs were timed: the
+    metadata's wall time spread evenly), the validation accuracy then, the test accuracy."""
+    hist = load_history(out, name)
+    if "seconds" in hist.dtype.names:
+        seconds = hist["seconds"]
+    else:
+        wall = json.loads(layout(out).meta(name).read_text())["wall_time_s"]
+        seconds = np.full(len(hist), wall / len(hist))
+    return {
+        "label": label,
+        "minutes": np.cumsum(seconds) / 60,
+        "val_accuracy": hist["val_accuracy"],
+        "test_accuracy": test_accuracy,
+    }
 
 
 def accuracy_vs_minutes(runs: list[dict], title: str, path: Path) -> Path:

@@ -108,3 +108,11 @@ def test_the_input_pipeline_rows_time_the_augmented_batches_of_both_recipes():
     rates = bench._pipeline(None, batch_size=16)
     assert set(rates) == {"batch_augment_images_per_s", "airbench_batches_images_per_s"}
     assert all(rate > 500 for rate in rates.values())
+
+
+def test_the_airbench_row_is_left_out_where_tuned_already_is_that_network():
+    # cpu and full: the tuned recipe is the airbench network, measured once (as tuned)
+    assert "airbench" not in bench._networks(bench.NETWORKS, "cpu")
+    assert "tuned" in bench._networks(bench.NETWORKS, "full")
+    assert bench._networks(bench.NETWORKS, "smoke") == list(bench.NETWORKS)  # a residual net
+    assert bench._networks(["airbench"], "cpu") == ["airbench"]  # asked for alone: measured

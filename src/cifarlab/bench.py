@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarlab.config import MODELS
+from cifarlab.config import MODELS, model_config
 
 BACKENDS = ("tensorflow", "jax", "torch")
 #: The networks measured: the four models, and ``airbench`` (the tuned model as the
@@ -78,6 +78,15 @@ def installed_backends() -> list[str]:
 # --------------------------------------------------------------------------- one backend
 
 
+def _networks(models, profile: str) -> list[str]:
+    """The networks to measure: ``airbench`` is left out where the profile's ``tuned``
+    model, measured too, already is that network (cpu and full: the search's recipe)."""
+    tuned_is_airbench = model_config("tuned", profile).hp.get("arch") == "airbench"
+    if tuned_is_airbench and "tuned" in models:
+        return [m for m in models if m != "airbench"]
+    return list(models)
+
+
 def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
     """Runs inside a process whose KERAS_BACKEND is already set."""
     import keras
@@ -89,7 +98,7 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
     # what training uses ("auto": bf16 where the hardware gains), and float32 beside it
     # for the CNNs when that differs, so the gain is measured, not assumed
     auto = recipe.set_precision("auto")
-    plan = [(name, auto) for name in models]
+    plan = [(name, auto) for name in _networks(models, profile)]
     if auto != "float32":
         cnns = ("baseline", "tuned", "airbench")
         plan += [(name, "float32") for name in models if name in cnns]
@@ -126,10 +135,18 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
                 "infer_images_per_s": infer_ips,
                 "forward_mflops_per_image": count_flops(model) / 1e6,
                 "params": int(model.count_params()),
-                "note": "vgg16 at 32x32 input, all layers trainable" if name == "vgg16" else "",
+                "note": _note(name, cfg),
             }
         )
     return rows
+
+
+def _note(name: str, cfg) -> str:
+    if name == "vgg16":
+        return "vgg16 at 32x32 input, all layers trainable"
+    if cfg.hp.get("arch") == "airbench":
+        return "the airbench network " + "/".join(str(w) for w in cfg.hp["widths"])
+    return ""
 
 
 def _naive_reference(steps: int) -> dict:

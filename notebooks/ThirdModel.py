@@ -76,7 +76,7 @@ overrides = {"epochs": epochs, "batch_size": batch_size}
 # least as good as the recipe on validation; `smoke` starts from the residual CNN.
 
 # %%
-tune.describe_space()
+tune.describe_space(profile)
 
 # %% [markdown]
 # ## The search

@@ -316,6 +316,13 @@ def test_on_a_gpu_and_a_cpu_the_search_starts_from_airbench():
     full_hp = kt.HyperParameters()
     tune.config_from_hp(full_hp, full, config.SEARCH_BUDGET["full"]["widths"])
     assert "128-384-384" in {p.name: p for p in full_hp.space}["widths"].values
+    # the notebook's table of the space shows each profile's own first trial and widths
+    shown = tune.describe_space("cpu").set_index("hyperparameter")
+    assert shown.loc["arch", "default"] == "airbench"
+    assert shown.loc["widths", "values"] == [tune._widths(w) for w in budget["widths"]]
+    assert tune.describe_space("smoke").set_index("hyperparameter").loc["arch", "default"] == (
+        "resnet"
+    )
 
 
 def test_the_ablation_reports_superclass_accuracy_on_cifar100(tmp_path, official_md5):

@@ -354,12 +354,15 @@ def best_config(out, dataset, profile, seed, progress=True, search=True) -> Trai
     return run_search(ds, profile, out, seed, progress=progress)
 
 
-def describe_space() -> pd.DataFrame:
-    """The search space as a table: dimension, values, default."""
+def describe_space(profile: str | None = "smoke") -> pd.DataFrame:
+    """The search space of ``profile`` as a table: dimension, values, default (the
+    profile's recipe: the first trial), and the condition under which it applies."""
     import pandas as pd
 
+    profile = cfgmod.resolve_profile(profile)
     hp = kt.HyperParameters()
-    config_from_hp(hp, cfgmod.model_config("tuned", "smoke"))
+    widths = cfgmod.SEARCH_BUDGET[profile].get("widths")
+    config_from_hp(hp, trial_config(profile, cfgmod.SEARCH_BUDGET[profile]["batch_size"]), widths)
     rows = []
     for p in hp.space:
         values = getattr(p, "values", None)

@@ -11,12 +11,14 @@ test split of the dataset its metadata names (cifarlab.inference.predict_test: s
 ``load_model`` and ``predict``, cached by the model file's hash); the minutes are the
 history's own epoch seconds, validation included. Prints a markdown table with each
 run's evidence (dataset checksum, network, forward MFLOP per image and view, epochs,
-batch, seed, backend, processor, date). Only runs on one kind of machine compare.
+training PFLOP, batch, seed, backend, machine, date). Minutes compare only runs on one
+kind of machine; FLOPs compare across machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -30,6 +32,14 @@ def network(hp: dict) -> str:
     if "width" in hp:
         return f"residual CNN width {hp['width']} depth {hp.get('depth', 1)}"
     return "VGG16" if "finetune_blocks" in hp else "?"
+
+
+def split_sizes(n_images: int, cfg: dict) -> tuple[int, int]:
+    """Training and validation images of a run's config (cifarlab.data's split: the
+    dataset limit first, then the held-out fraction, then the training subset)."""
+    n = min(cfg.get("dataset_limit") or n_images, n_images)
+    n_val = math.ceil(n * cfg["val_fraction"])  # scikit-learn's train_test_split
+    return min(cfg.get("train_subset") or n - n_val, n - n_val), n_val
 
 
 def _machine(hw: dict) -> str:
@@ -61,13 +71,18 @@ def frontier(runs: list[str], figure: Path, title: str):
         acc = float((pred.probs.argmax(1) == pred.y).mean())
         meta, cfg = pred.meta, pred.meta["config"]
         curves[label] = minutes_curve(folder, model, label, acc)
+        fwd = count_flops(pred.model)
+        n_train, n_val = split_sizes(len(ds.y_train), cfg)
         rows.append(
             {
                 "run": label,
                 "dataset": f"{ds.name} `{ds.checksum[:16]}`",
                 "network": network(cfg["hp"]),
-                "fwd MFLOP": round(count_flops(pred.model) / 1e6),
+                "fwd MFLOP": round(fwd / 1e6),
                 "epochs": meta["epochs_run"],
+                # 3x forward per training image (forward + two backward products), 1x per
+                # validation image, every epoch
+                "train PFLOP": round(meta["epochs_run"] * fwd * (3 * n_train + n_val) / 1e15, 3),
                 "batch": cfg["batch_size"],
                 "training min": round(float(curves[label]["minutes"][-1]), 1),
                 "test accuracy": f"{100 * acc:.2f}%",

@@ -259,7 +259,9 @@ def test_the_ablation_trains_each_part_removed_scores_with_plain_keras_and_resum
     # the figure is what plain Keras predicts from the saved file
     import keras
 
-    ds = __import__("cifarlab").data.load_dataset(str(tiny_data), progress=False)
+    from cifarlab import data
+
+    ds = data.load_dataset(str(tiny_data), progress=False)
     m = keras.saving.load_model(out.ablation_run("whole").model("tuned"), safe_mode=True)
     acc = (m.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test).mean()
     assert table["test_accuracy"].iloc[0] == pytest.approx(acc)
@@ -284,6 +286,12 @@ def test_the_ablation_trains_each_part_removed_scores_with_plain_keras_and_resum
         f"{100 * a:.2f}%" for a in table["test_accuracy"].iloc[:2]
     ]
     assert front["network"].iloc[0].startswith("airbench") and front["epochs"].eq(1).all()
+    # the FLOP count's images are those of the library's own split
+    cfg = saved["whole"]
+    split = data.split_train_val(ds, cfg["val_fraction"], 0, limit=cfg["dataset_limit"])
+    counted = frontier.split_sizes(len(ds.y_train), cfg)
+    assert counted == (len(split.y_train), len(split.y_val))
+    assert frontier.split_sizes(50_000, {**cfg, "dataset_limit": None}) == (40_000, 10_000)
     assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
     assert frontier.main(["whole", "--figure", str(tmp_path / "x.png")]) == 2  # no FOLDER
     assert frontier.main([f"a={tmp_path}/nowhere", "--figure", str(tmp_path / "x.png")]) == 2

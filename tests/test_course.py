@@ -79,7 +79,14 @@ def test_augmentation_views_follow_the_models_own_augmentation():
 
 
 def test_the_drawn_schedule_is_the_optimizers_warm_up_then_cosine_to_zero():
-    cfg = _cfg("tuned", epochs=10, batch_size=100, learning_rate=0.4, warmup_fraction=0.2)
+    cfg = _cfg(
+        "tuned",
+        epochs=10,
+        batch_size=100,
+        learning_rate=0.4,
+        warmup_fraction=0.2,
+        schedule="cosine",
+    )
     steps, rates, per_epoch = course.schedule_values(cfg, train_images=1000)
     assert per_epoch == 10 and steps[0] == 0 and steps[-1] == 99
     peak = int(steps[np.argmax(rates)])
@@ -161,3 +168,34 @@ def test_reading_is_written_from_the_results_files(tmp_path):
     assert "+77.8 points" in text and "at most +10.0 for the others" in text
     assert "castle -> house (26)" in text and "2 of its 3 most confused pairs" in text
     assert text.index("reptiles (32%)") < text.index("people (40%)") < text.index("trees (81%)")
+
+
+def test_the_cpu_tuned_recipe_is_drawn_as_it_trains():
+    """The cpu profile's tuned model is the airbench recipe: ThirdModel draws its linear
+    schedule, its alternating flips with whole-pixel shifts, and its network."""
+    from cifarlab import bench, models
+
+    cfg = _cfg("tuned")
+    assert cfg.hp["arch"] == "airbench" and cfg.schedule == "linear"
+    steps, rates, per_epoch = course.schedule_values(cfg, train_images=40_000)
+    assert per_epoch == 79  # 40,000 images in batches of 512, the last one partial
+    peak = int(steps[np.argmax(rates)]) / (cfg.epochs * per_epoch)
+    assert peak == pytest.approx(cfg.warmup_fraction, abs=0.01)
+    assert rates[0] == pytest.approx(cfg.warmup_start * cfg.learning_rate, rel=1e-4)
+    assert rates[-1] == pytest.approx(cfg.decay_to * cfg.learning_rate, rel=0.05)
+    x = np.random.default_rng(2).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    views = course.augmented_views(cfg, x, views=6)
+    s = round(cfg.translate * 32)  # 2 pixels
+    for i in range(3):
+        padded = {m: np.pad(img, ((s, s), (s, s), (0, 0)), mode="reflect")
+                  for m, img in (("plain", x[i]), ("mirror", x[i, :, ::-1]))}  # fmt: skip
+        seen = []
+        for v in views[i, 1:]:  # each view: a 32x32 crop of the padded image or its mirror
+            found = {m for m, p in padded.items() for dy in range(2 * s + 1)
+                     for dx in range(2 * s + 1) if np.array_equal(p[dy:dy + 32, dx:dx + 32], v)}  # fmt: skip
+            assert len(found) == 1
+            seen.append(found.pop())
+        assert all(a != b for a, b in zip(seen, seen[1:]))  # mirrored every other epoch
+    card = course.architecture("tuned", cfg, show_summary=False)
+    assert card["forward_mflops_per_image"] == round(bench.count_flops(models.build(cfg)) / 1e6, 1)
+    assert card["forward_mflops_per_image"] > 230  # airbench94's widths: 236 MFLOP

@@ -423,6 +423,15 @@ def test_search_space_admits_modern_small_budget_recipes():
         "dropout",
     } <= set(space)
     assert set(space["optimizer"].values) == {"sgd", "adamw"}
+    # a point of either family is saved with that family's keys only
+    resnet = tune.config_from_hp(kt.HyperParameters(), config.model_config("tuned", "smoke"))
+    assert resnet.hp["arch"] == "resnet" and resnet.hp["width"] == 32
+    assert not set(resnet.hp) & {"whiten", "widths", "bn_momentum"}
+    pick = kt.HyperParameters()
+    pick.values["arch"] = "airbench"  # the airbench family from the smoke recipe's space
+    air = tune.config_from_hp(pick, config.model_config("tuned", "smoke"))
+    assert air.hp["arch"] == "airbench" and air.hp["whiten"]
+    assert not set(air.hp) & set(config.RESNET_HP)
 
 
 def test_config_saved_before_the_renames_reads_with_the_same_meaning():

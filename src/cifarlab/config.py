@@ -211,6 +211,11 @@ def _airbench(profile: str) -> dict:
     return {**AIRBENCH["all"], **AIRBENCH[profile], "hp": hp}
 
 
+#: The residual family's architecture (cifarlab.models.build_tuned): the smoke profile's
+#: tuned network, and the search's defaults for that family wherever it starts elsewhere.
+RESNET_HP = dict(width=32, depth=1, batch_norm=True, residual=True, dropout=0.0)
+
+
 RECIPES: dict[str, dict[str, dict]] = {
     "baseline": {
         # The classic Keras-tutorial CNN with Adam: the reference point, not tuned.
@@ -272,10 +277,14 @@ RECIPES: dict[str, dict[str, dict]] = {
             translate=0.125,
             tta_flip=True,
             patience=None,
-            hp=dict(width=32, depth=1, batch_norm=True, residual=True, dropout=0.0),
         ),
         "smoke": dict(
-            epochs=3, batch_size=64, learning_rate=0.05, label_smoothing=0.1, translate=0.1
+            epochs=3,
+            batch_size=64,
+            learning_rate=0.05,
+            label_smoothing=0.1,
+            translate=0.1,
+            hp=dict(RESNET_HP),
         ),
         "cpu": _airbench("cpu"),  # 64/256/256, batch 512, 10 epochs
         "full": _airbench("full"),  # airbench94 itself: batch 1024, 10 epochs

@@ -54,7 +54,7 @@ def config_from_hp(
     they are not among them. ``widths``: the airbench group widths a trial may take
     (a budget's list of triples; None: :data:`WIDTHS`)."""
     rec = base.to_dict()  # the recipe the space starts from
-    arch = {**airbench.DEFAULTS, **base.hp}
+    arch = {**cfgmod.RESNET_HP, **airbench.DEFAULTS, **base.hp}
     family = _choice(hp, "arch", ["resnet", "airbench"], default=arch.get("arch", "resnet"))
     optimizer = _choice(hp, "optimizer", ["sgd", "adamw"], default=rec["optimizer"])
     with hp.conditional_scope("optimizer", ["sgd"]):
@@ -101,10 +101,13 @@ def config_from_hp(
     pixel_shifts = hp.Boolean("pixel_shifts", default=rec["pixel_shifts"])
     flip_mode = _choice(hp, "flip_mode", ["random", "alternate"], default=rec["flip_mode"])
     tta_shift = _choice(hp, "tta_shift", [0, 1], default=rec["tta_shift"])
+    # the other family's keys are left out: a saved config holds the network it builds
     if family == "airbench":
         found = {"arch": "airbench", **air, "widths": [int(w) for w in air["widths"].split("-")]}
+        other = cfgmod.RESNET_HP
     else:
         found = {"arch": "resnet", **resnet}
+        other = airbench.DEFAULTS
     sgd = optimizer == "sgd"
     return base.replace(
         optimizer=optimizer,
@@ -122,7 +125,7 @@ def config_from_hp(
         flip=translate > 0,  # one augmentation-strength dimension: none, or flip + shift
         flip_mode=flip_mode,
         tta_shift=tta_shift,
-        hp={**base.hp, **found},
+        hp={**{k: v for k, v in base.hp.items() if k not in other}, **found},
     )
 
 

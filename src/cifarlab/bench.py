@@ -79,12 +79,9 @@ def installed_backends() -> list[str]:
 
 
 def _networks(models, profile: str) -> list[str]:
-    """The networks to measure: ``airbench`` is left out where the profile's ``tuned``
-    model, measured too, already is that network (cpu and full: the search's recipe)."""
-    tuned_is_airbench = model_config("tuned", profile).hp.get("arch") == "airbench"
-    if tuned_is_airbench and "tuned" in models:
-        return [m for m in models if m != "airbench"]
-    return list(models)
+    """The networks to measure: ``airbench`` not twice, where ``tuned`` already is it."""
+    same = model_config("tuned", profile).hp.get("arch") == "airbench" and "tuned" in models
+    return [m for m in models if not (same and m == "airbench")]
 
 
 def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
@@ -142,11 +139,9 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
 
 
 def _note(name: str, cfg) -> str:
-    if name == "vgg16":
-        return "vgg16 at 32x32 input, all layers trainable"
     if cfg.hp.get("arch") == "airbench":
         return "the airbench network " + "/".join(str(w) for w in cfg.hp["widths"])
-    return ""
+    return "vgg16 at 32x32 input, all layers trainable" if name == "vgg16" else ""
 
 
 def _naive_reference(steps: int) -> dict:

@@ -287,7 +287,7 @@ def schedule_curve(
 
 def minutes_curve(out, name: str, label: str, test_accuracy: float) -> dict:
     """One run for :func:`accuracy_vs_minutes` from a saved history: the minutes after
-    each epoch (each epoch's own seconds; histories saved before epochs were timed: the
+    each epoch (each epoch's own seconds; runs saved before epochs were timed: the
     metadata's wall time spread evenly), the validation accuracy then, the test accuracy."""
     hist = load_history(out, name)
     if "seconds" in hist.dtype.names:

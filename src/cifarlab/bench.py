@@ -95,10 +95,10 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
     # what training uses ("auto": bf16 where the hardware gains), and float32 beside it
     # for the CNNs when that differs, so the gain is measured, not assumed
     auto = recipe.set_precision("auto")
-    plan = [(name, auto) for name in _networks(models, profile)]
+    networks = _networks(models, profile)
+    plan = [(name, auto) for name in networks]
     if auto != "float32":
-        cnns = ("baseline", "tuned", "airbench")
-        plan += [(name, "float32") for name in models if name in cnns]
+        plan += [(n, "float32") for n in networks if n in ("baseline", "tuned", "airbench")]
     for name, precision in plan:
         recipe.set_precision(precision)
         cfg = config.model_config("tuned" if name == "airbench" else name, profile).replace(

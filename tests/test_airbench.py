@@ -96,7 +96,7 @@ def test_bias_step_and_lookahead_act_under_fit_on_every_backend(backend):
         x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
         y = recipe.one_hot(np.arange(16) % 8, 8)  # more classes than top-5
 
-        def run(epochs=3, **kw):
+        def run(epochs=3, steps=1, **kw):
             keras.utils.set_random_seed(0)
             inp = keras.Input((4,))
             h = keras.layers.Dense(8, use_bias=False, name="d")(inp)
@@ -104,7 +104,7 @@ def test_bias_step_and_lookahead_act_under_fit_on_every_backend(backend):
             m = keras.Model(inp, keras.layers.Dense(8, activation="softmax", name="o")(h))
             cfg = config.TrainConfig("tuned", optimizer="sgd", learning_rate=0.1, momentum=0.0,
                                      schedule="constant", **kw)
-            recipe.compile_model(m, cfg, 1)  # the lookahead's ramp: full after one step
+            recipe.compile_model(m, cfg, steps)  # the lookahead's ramp: full after steps
             before = [np.array(v) for v in (m.get_layer("d").kernel, m.get_layer("bn").beta)]
             m.fit(x, y, batch_size=16, epochs=epochs, verbose=0, shuffle=False)
             after = [np.array(v) for v in (m.get_layer("d").kernel, m.get_layer("bn").beta)]
@@ -124,6 +124,14 @@ def test_bias_step_and_lookahead_act_under_fit_on_every_backend(backend):
         assert np.abs(plain[0] - a1[0]).max() > 1e-4  # without it they move on
         _, same, _ = run(lookahead=1, lookahead_momentum=0.0)  # the average is the weights
         np.testing.assert_allclose(same[0], plain[0], atol=1e-6)
+        # airbench's lookahead: the average moves only when it is written (every 2 steps
+        # here), by momentum ** 2 times the ramp (step / steps) ** 3: after 2 of 4 steps
+        # the weights are d * w1 + (1 - d) * w2, d = 0.5 ** 2 * (2 / 4) ** 3
+        _, w2, _ = run(epochs=2)
+        _, la, _ = run(epochs=2, steps=4, lookahead=2, lookahead_momentum=0.5)
+        d = 0.25 * 0.125
+        assert np.abs(w2[0] - a1[0]).max() > 1e-3
+        np.testing.assert_allclose(la[0], d * a1[0] + (1 - d) * w2[0], atol=1e-6)
         print("ok")
     """
     r = python_with(code, backend)

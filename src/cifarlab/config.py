@@ -47,7 +47,9 @@ class TrainConfig:
     l2: float = 0.0  # coupled L2: l2 * w added to the kernels' gradients (airbench networks)
     bias_lr_scale: float = 1.0  # SGD: the batch-norm biases' step is this times larger
     lookahead: int = 0  # every this many steps the weights become their moving average
-    lookahead_momentum: float = 0.95  # of that average, a step (SGD: ramped up from 0)
+    # per step: a write keeps lookahead_momentum ** lookahead of the average (SGD: that
+    # ramped up from 0 as (step / steps) ** 3, as airbench's lookahead)
+    lookahead_momentum: float = 0.95
     # ---- augmentation (random, training only; part of the saved model)
     flip: bool = False  # horizontal flips
     # random: a coin per image and step (a model layer); alternate: a coin per image in

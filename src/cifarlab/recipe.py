@@ -77,12 +77,15 @@ class AirbenchSGD(keras.optimizers.SGD):
 
     - ``bias_lr_scale``: the step for biases (batch norm's ``beta``, layers' ``bias``) is
       this many times larger (airbench: 64);
-    - ``ramp_steps``: with ``use_ema`` (the lookahead), the average's momentum ramps up
-      as ``ema_momentum * (t / ramp_steps) ** 3`` (airbench: no averaging early, 0.95 a
-      step at the end), so the average does not hold back the first steps. Keras writes
-      the average into the weights every ``ema_overwrite_frequency`` steps and at the end
-      of ``fit``. Unlike airbench's, it averages the trainable weights only (not batch
-      norm's running statistics).
+    - ``ramp_steps``: with ``use_ema``, airbench's lookahead: every
+      ``ema_overwrite_frequency`` (k) steps the average takes one step towards the
+      weights, ``avg = d * avg + (1 - d) * w`` with ``d = ema_momentum ** k * (t /
+      ramp_steps) ** 3`` (0 at the start, 0.95 ** 5 = 0.77 at the end), and Keras writes
+      it into the weights (and at the end of ``fit``); between writes it holds the last
+      written weights. (Until 2026-11-23 the ramp applied to an average taken at every
+      step: ``d`` per write was about ``0.77 * (t / T) ** 15``, almost no averaging
+      before the last fifth of training.) Unlike airbench's, it averages the trainable
+      weights only (not batch norm's running statistics).
     """
 
     def __init__(self, *args, bias_lr_scale: float = 1.0, ramp_steps: int = 0, **kwargs):
@@ -102,11 +105,17 @@ class AirbenchSGD(keras.optimizers.SGD):
         if not self.ramp_steps:
             return super()._update_model_variables_moving_average(trainable_variables)
         ops = keras.ops
-        t = ops.cast(self.iterations, "float32")
-        ramp = ops.power(ops.minimum(t / self.ramp_steps, 1.0), 3.0)  # 0 at the first step
+        k = self.ema_overwrite_frequency or 1
+        step = ops.cast(self.iterations + 1, "float32")  # this step, counted from 1
+        ramp = ops.power(ops.minimum(step / self.ramp_steps, 1.0), 3.0)
+        write = ops.cast(ops.equal(ops.mod(self.iterations + 1, k), 0), "float32")
+        first = ops.cast(ops.equal(self.iterations, 0), "float32")
+        # the first step starts the average at the weights; a write step moves it by
+        # the lookahead's decay; other steps keep it (the weights last written)
+        decay = (1.0 - first) * (write * self.ema_momentum**k * ramp + (1.0 - write))
         for var, average in zip(trainable_variables, self._model_variables_moving_average):
             if average is not None:
-                m = ops.cast(ramp * self.ema_momentum, var.dtype)
+                m = ops.cast(decay, var.dtype)
                 average.assign(ops.add(ops.multiply(m, average), ops.multiply(1 - m, var)))
 
     def get_config(self):

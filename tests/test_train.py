@@ -170,6 +170,30 @@ def test_vgg16_preprocessing_matches_keras_preprocess_input():
     np.testing.assert_allclose(np.asarray(upto(x, training=False)), expected, atol=1e-3)
 
 
+def test_the_vgg16_probe_scores_frozen_features_per_weights_source(tiny_data, capsys):
+    """benchmarks/vgg16_probe.py: a linear probe per weights source and layer, beside the
+    raw pixels, scored on validation images; class information it must find, it finds."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("probe", root / "benchmarks" / "vgg16_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    x = rng.normal(size=(60, 8)) + 10 * np.eye(8)[y]  # each class lifts its own feature
+    assert probe.probe(x[:40], y[:40], x[40:], y[40:], 0) == 1.0
+    assert probe.probe(x[:40], y[:40], x[40:], rng.permutation(y[40:]), 0) < 1.0
+    ds, cfg, rows = probe.run(str(tiny_data), ["none"], ["block5_pool", "block4_pool"], 100, 40,
+                              32, 0, profile="smoke")  # fmt: skip
+    assert [r["weights"] for r in rows] == ["raw pixels"] + 2 * ["none (random initialisation)"]
+    assert [r["layer"] for r in rows][1:] == ["block5_pool (1, 1, 512)", "block4_pool (2, 2, 512)"]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows) and cfg.num_classes == 10
+    assert probe.main(["--dataset", str(tiny_data), "--weights", "none", "--layers", "nope",
+                       "--train", "100", "--val", "40"]) == 2  # fmt: skip
+    assert "no layer nope" in capsys.readouterr().err
+
+
 def test_imagenet_weights_without_network_is_one_clear_error():
     with pytest.raises(CifarlabError, match="--vgg16-weights"):
         models.build_vgg16(_cfg("vgg16"), weights="imagenet")

@@ -153,8 +153,10 @@ def expected_table():
 
 def expected(name: str, dataset_name: str, profile: str, epochs: int | None = None) -> str:
     """What to expect before ``name`` trains: the measured figure for this dataset and
-    profile (:func:`expected_table`), with its evidence, or "not measured". A figure measured
-    with another number of epochs than the profile now has is said to be so."""
+    profile (:func:`expected_table`), with its evidence and the RESULTS.md section that
+    holds it (which names, for vgg16, the weights it started from), or "not measured". A
+    figure measured with another number of epochs than the profile now has is said to be
+    so."""
     table = expected_table()
     key = dataset_name.lower()
     if not table.empty:
@@ -169,7 +171,8 @@ def expected(name: str, dataset_name: str, profile: str, epochs: int | None = No
     text = (
         f"{name} on {dataset_name}, profile {profile}: measured {row['test accuracy']} test "
         f"accuracy after {row['epochs']} epochs ({row['hardware']}, {row['backend']}, "
-        f"seed {row['seed']}, commit {row['commit']}, {row['date']}; RESULTS.md)."
+        f"seed {row['seed']}, commit {row['commit']}, {row['date']}; RESULTS.md, "
+        f"section '{row['section']}')."
     )
     measured_epochs = sum(int(part) for part in str(row["epochs"]).split("+"))
     if epochs is not None and epochs != measured_epochs:

@@ -74,6 +74,8 @@ overrides = {"epochs": epochs, "batch_size": batch_size}
 # lookahead weight averaging, and test-time views. On the `cpu` and `full` profiles the
 # first trial is the airbench recipe itself (the `default` column), so the winner is at
 # least as good as the recipe on validation; `smoke` starts from the residual CNN.
+# The `cpu` budget (4 short trials) searches the airbench family only: there the
+# residual nets that random trials drew scored near chance and taught nothing.
 
 # %%
 tune.describe_space(profile)

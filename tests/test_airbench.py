@@ -338,6 +338,19 @@ def test_on_a_gpu_and_a_cpu_the_search_starts_from_airbench():
     assert tune.describe_space("smoke").set_index("hyperparameter").loc["arch", "default"] == (
         "resnet"
     )
+    # cpu searches the airbench family only: every trial a candidate (residual nets
+    # without batch norm scored near chance at this budget); smoke and full keep both
+    assert budget["families"] == ["airbench"] and shown.loc["arch", "values"] == ["airbench"]
+    assert not {"width", "depth", "batch_norm", "weight_decay"} & set(shown.index)
+    hp = kt.HyperParameters()
+    assert tune.config_from_hp(hp, cpu, budget["widths"], budget["families"]) == cpu
+    smoke = tune.describe_space("smoke").set_index("hyperparameter")
+    assert set(smoke.loc["arch", "values"]) == {"resnet", "airbench"} and "width" in smoke.index
+    # a budget's families never leave out the recipe's own
+    smoke_cfg = config.model_config("tuned", "smoke")
+    hp = kt.HyperParameters()
+    tune.config_from_hp(hp, smoke_cfg, None, ["airbench"])
+    assert set({q.name: q for q in hp.space}["arch"].values) == {"resnet", "airbench"}
 
 
 def test_the_ablation_reports_superclass_accuracy_on_cifar100(tmp_path, official_md5):

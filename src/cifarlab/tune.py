@@ -43,7 +43,10 @@ if TYPE_CHECKING:
 
 
 def config_from_hp(
-    hp: kt.HyperParameters, base: TrainConfig, widths: list | None = None
+    hp: kt.HyperParameters,
+    base: TrainConfig,
+    widths: list | None = None,
+    families: list | None = None,
 ) -> TrainConfig:
     """The search space: each ``hp`` call declares one dimension, its values and its
     default (the tuned recipe's value). Two network families: ``resnet`` (the small BN
@@ -52,10 +55,14 @@ def config_from_hp(
     alternating flips, whole-pixel shifts, test-time shifts) apply to both. The defaults
     are ``base``'s values (the profile's recipe), added to a dimension's values where
     they are not among them. ``widths``: the airbench group widths a trial may take
-    (a budget's list of triples; None: :data:`WIDTHS`)."""
+    (a budget's list of triples; None: :data:`WIDTHS`). ``families``: the network
+    families it searches (a budget's list; None: both; the recipe's is always in)."""
     rec = base.to_dict()  # the recipe the space starts from
     arch = {**cfgmod.RESNET_HP, **airbench.DEFAULTS, **base.hp}
-    family = _choice(hp, "arch", ["resnet", "airbench"], default=arch.get("arch", "resnet"))
+    default = arch.get("arch", "resnet")
+    families = list(families or FAMILIES)
+    families += [] if default in families else [default]
+    family = _choice(hp, "arch", families, default=default)
     optimizer = _choice(hp, "optimizer", ["sgd", "adamw"], default=rec["optimizer"])
     with hp.conditional_scope("optimizer", ["sgd"]):
         sgd_lr = _choice(hp, "sgd_lr", [0.05, 0.1, 0.2, 0.4], default=rec["learning_rate"])
@@ -63,31 +70,13 @@ def config_from_hp(
         bias_lr_scale = _choice(hp, "bias_lr_scale", [1, 64], default=rec["bias_lr_scale"])
     with hp.conditional_scope("optimizer", ["adamw"]):
         adamw_lr = _choice(hp, "adamw_lr", [1e-3, 3e-3, 1e-2], default=3e-3)
-    with hp.conditional_scope("arch", ["resnet"]):
-        resnet = dict(
-            width=_choice(hp, "width", [16, 24, 32], default=arch["width"]),
-            depth=hp.Int("depth", 1, 2, default=arch["depth"]),
-            batch_norm=hp.Boolean("batch_norm", default=arch["batch_norm"]),
-            residual=hp.Boolean("residual", default=arch["residual"]),
-            dropout=hp.Float("dropout", 0.0, 0.3, step=0.1, default=arch["dropout"]),
-        )
-        weight_decay = _choice(hp, "weight_decay", [0.0, 1e-4, 5e-4], default=rec["weight_decay"])
-    with hp.conditional_scope("arch", ["airbench"]):
-        air = dict(
-            widths=_choice(
-                hp,
-                "widths",
-                [_widths(w) for w in widths] if widths else WIDTHS,
-                default=_widths(arch["widths"]),
-            ),
-            whiten=hp.Boolean("whiten", default=arch["whiten"]),
-            bn_scale=hp.Boolean("bn_scale", default=arch["bn_scale"]),
-            bn_momentum=_choice(hp, "bn_momentum", [0.6, 0.9], default=arch["bn_momentum"]),
-            activation=_choice(hp, "activation", ["gelu", "relu"], default=arch["activation"]),
-            identity_init=hp.Boolean("identity_init", default=arch["identity_init"]),
-            head_scale=_choice(hp, "head_scale", [1.0, 1 / 9], default=arch["head_scale"]),
-        )
-        l2 = _choice(hp, "l2", [0.0, 5e-4, 1.3e-3], default=rec["l2"])
+    resnet, weight_decay = {k: arch[k] for k in cfgmod.RESNET_HP}, rec["weight_decay"]
+    air = {**{k: arch[k] for k in airbench.DEFAULTS}, "widths": _widths(arch["widths"])}
+    l2 = rec["l2"]
+    if "resnet" in families:  # a family left out declares no dimension
+        resnet, weight_decay = _resnet_space(hp, arch, rec)
+    if "airbench" in families:
+        air, l2 = _airbench_space(hp, arch, rec, widths)
     # declared in this order: KerasTuner draws the dimensions in declaration order
     schedule = _choice(hp, "schedule", ["cosine", "linear"], default=rec["schedule"])
     warmup_fraction = _choice(
@@ -129,6 +118,47 @@ def config_from_hp(
     )
 
 
+#: The network families a search may take (a budget may keep fewer).
+FAMILIES = ("resnet", "airbench")
+
+
+def _resnet_space(hp: kt.HyperParameters, arch: dict, rec: dict) -> tuple[dict, float]:
+    """The residual family's dimensions (active when ``arch`` is ``resnet``)."""
+    with hp.conditional_scope("arch", ["resnet"]):
+        resnet = dict(
+            width=_choice(hp, "width", [16, 24, 32], default=arch["width"]),
+            depth=hp.Int("depth", 1, 2, default=arch["depth"]),
+            batch_norm=hp.Boolean("batch_norm", default=arch["batch_norm"]),
+            residual=hp.Boolean("residual", default=arch["residual"]),
+            dropout=hp.Float("dropout", 0.0, 0.3, step=0.1, default=arch["dropout"]),
+        )
+        weight_decay = _choice(hp, "weight_decay", [0.0, 1e-4, 5e-4], default=rec["weight_decay"])
+    return resnet, weight_decay
+
+
+def _airbench_space(
+    hp: kt.HyperParameters, arch: dict, rec: dict, widths: list | None
+) -> tuple[dict, float]:
+    """The airbench family's dimensions (active when ``arch`` is ``airbench``)."""
+    with hp.conditional_scope("arch", ["airbench"]):
+        air = dict(
+            widths=_choice(
+                hp,
+                "widths",
+                [_widths(w) for w in widths] if widths else WIDTHS,
+                default=_widths(arch["widths"]),
+            ),
+            whiten=hp.Boolean("whiten", default=arch["whiten"]),
+            bn_scale=hp.Boolean("bn_scale", default=arch["bn_scale"]),
+            bn_momentum=_choice(hp, "bn_momentum", [0.6, 0.9], default=arch["bn_momentum"]),
+            activation=_choice(hp, "activation", ["gelu", "relu"], default=arch["activation"]),
+            identity_init=hp.Boolean("identity_init", default=arch["identity_init"]),
+            head_scale=_choice(hp, "head_scale", [1.0, 1 / 9], default=arch["head_scale"]),
+        )
+        l2 = _choice(hp, "l2", [0.0, 5e-4, 1.3e-3], default=rec["l2"])
+    return air, l2
+
+
 def _choice(hp: kt.HyperParameters, name: str, values: list, default):
     """``hp.Choice`` whose values hold its default (a profile's recipe may start off-grid)."""
     if default not in values:
@@ -164,21 +194,29 @@ class TunedHyperModel(kt.HyperModel):
     """Builds, compiles and fits one trial with the project's own training code."""
 
     def __init__(
-        self, base: TrainConfig, steps_per_epoch: int, epochs: int, seed: int = 0, widths=None
+        self,
+        base: TrainConfig,
+        steps_per_epoch: int,
+        epochs: int,
+        seed: int = 0,
+        widths=None,
+        families=None,
     ):
         super().__init__(name="tuned")
         self.base, self.steps, self.epochs, self.seed = base, steps_per_epoch, epochs, seed
         self.widths = widths  # the budget's airbench widths (None: all)
+        self.families = families  # the budget's network families (None: all)
         self.trials_run = 0  # by this process (a worker's share in a distributed search)
 
     def build(self, hp):
-        cfg = config_from_hp(hp, self.base, self.widths).replace(epochs=self.epochs)
+        cfg = config_from_hp(hp, self.base, self.widths, self.families)
+        cfg = cfg.replace(epochs=self.epochs)
         model = build_tuned(cfg)
         compile_model(model, cfg, self.steps * self.epochs)
         return model
 
     def fit(self, hp, model, x, y, validation_data, **kwargs):
-        cfg = config_from_hp(hp, self.base, self.widths)
+        cfg = config_from_hp(hp, self.base, self.widths, self.families)
         self.trials_run += 1
         xv, yv = validation_data
         # Every trial sees the same seeded order of the same images (cifarlab.batches).
@@ -259,7 +297,9 @@ def run_search(
         )
     steps = int(np.ceil(len(y) / base.batch_size))
     project = f"{ds.name}-{ds.checksum[:8]}-{profile}-seed{seed}"
-    hypermodel = TunedHyperModel(base, steps, budget["epochs"], seed, budget.get("widths"))
+    hypermodel = TunedHyperModel(
+        base, steps, budget["epochs"], seed, budget.get("widths"), budget.get("families")
+    )
     role = _role()
     oracle = RecipeFirstOracle(
         objective="val_accuracy",
@@ -364,8 +404,9 @@ def describe_space(profile: str | None = "smoke") -> pd.DataFrame:
 
     profile = cfgmod.resolve_profile(profile)
     hp = kt.HyperParameters()
-    widths = cfgmod.SEARCH_BUDGET[profile].get("widths")
-    config_from_hp(hp, trial_config(profile, cfgmod.SEARCH_BUDGET[profile]["batch_size"]), widths)
+    budget = cfgmod.SEARCH_BUDGET[profile]
+    base = trial_config(profile, budget["batch_size"])
+    config_from_hp(hp, base, budget.get("widths"), budget.get("families"))
     rows = []
     for p in hp.space:
         values = getattr(p, "values", None)

@@ -208,15 +208,18 @@ class TunedHyperModel(kt.HyperModel):
         self.families = families  # the budget's network families (None: all)
         self.trials_run = 0  # by this process (a worker's share in a distributed search)
 
+    def config(self, hp) -> TrainConfig:
+        """The trial's configuration: ``hp`` in the budget's space."""
+        return config_from_hp(hp, self.base, self.widths, self.families)
+
     def build(self, hp):
-        cfg = config_from_hp(hp, self.base, self.widths, self.families)
-        cfg = cfg.replace(epochs=self.epochs)
+        cfg = self.config(hp).replace(epochs=self.epochs)
         model = build_tuned(cfg)
         compile_model(model, cfg, self.steps * self.epochs)
         return model
 
     def fit(self, hp, model, x, y, validation_data, **kwargs):
-        cfg = config_from_hp(hp, self.base, self.widths, self.families)
+        cfg = self.config(hp)
         self.trials_run += 1
         xv, yv = validation_data
         # Every trial sees the same seeded order of the same images (cifarlab.batches).

@@ -257,6 +257,32 @@ def test_batches_keep_the_order_without_a_seed_and_draw_a_new_one_each_epoch_wit
         plain[6]
 
 
+def test_drop_last_trains_on_full_batches_only_and_the_schedule_counts_them():
+    n = 53
+    x = np.arange(n, dtype="float32").reshape(n, 1, 1, 1)
+    y = np.arange(n)
+    seq = batches.Batches(x, y, batch_size=10, seed=3, drop_last=True)
+    assert len(seq) == 5  # 50 of the 53 rows, the 3 left out change with the epoch
+    left_out = []
+    for _ in range(3):
+        ids = np.concatenate([seq[i][1] for i in range(len(seq))])
+        assert len(ids) == 50 and len(set(ids)) == 50
+        left_out.append(set(range(n)) - set(ids))
+        seq.on_epoch_end()
+    assert left_out[0] != left_out[1] or left_out[1] != left_out[2]
+    rows, sizes, _, _ = batches.Batches(x, y, 10, seed=3, drop_last=True).plan(2)
+    assert sizes.tolist() == [10] * 10  # the tf.data pipeline's plan: full batches too
+    with pytest.raises(IndexError):
+        seq[5]
+    # fewer images than a batch: the one partial batch is kept, not an empty epoch
+    assert len(batches.Batches(x[:7], y[:7], 10, seed=0, drop_last=True)) == 1
+    # the optimizer's schedule counts the same steps the batches give
+    cfg = config.model_config("tuned", "cpu").replace(batch_size=10, num_classes=n)
+    assert cfg.drop_last and cfg.steps_per_epoch(n) == 5
+    assert cfg.replace(drop_last=False).steps_per_epoch(n) == 6
+    assert len(batches.training_batches(x, y, cfg, seed=0)) == 5
+
+
 def test_mirror_choice_shows_each_image_once_per_epoch_as_itself_or_mirrored():
     n = 103
     x = np.arange(n, dtype="float32").reshape(n, 1, 1, 1).repeat(2, 2)  # (n, 1, 2, 1)

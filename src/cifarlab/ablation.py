@@ -43,6 +43,7 @@ PARTS: dict[str, tuple[str, dict]] = {
     "warm-up": ("linear warm-up over 23% of the steps", dict(warmup_fraction=0.0)),
     "pixel-shifts": ("whole-pixel pad-and-crop (interpolated shifts instead)", dict(pixel_shifts=False)),
     "alternating-flips": ("alternating flips (a coin per step instead)", dict(flip_mode="random")),
+    "drop-last": ("only full batches (each epoch's last, partial one kept instead)", dict(drop_last=False)),
     "test-time-views": ("6-view test-time augmentation", dict(tta_flip=False, tta_shift=0)),
 }  # fmt: skip
 #: The first row: nothing removed.

@@ -17,7 +17,10 @@ validation data from :class:`Batches` instead of handing NumPy arrays to Keras:
   two epochs each image is seen both ways, fewer repeats than fresh coins give;
 - with ``shift`` (airbench's translation), each image of an epoch is cropped from its copy
   reflect-padded by ``shift`` pixels, at an offset drawn uniformly from the
-  (2 shift + 1)^2 whole-pixel ones: every output pixel is an input pixel.
+  (2 shift + 1)^2 whole-pixel ones: every output pixel is an input pixel;
+- with ``drop_last`` (airbench's), an epoch leaves out its last, partial batch: every
+  step trains on a full batch (a small last batch, trained at the full rate just before
+  validation, moved the batch-norm statistics that validation uses: RESULTS.md).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 import keras
 import numpy as np
 
+from cifarlab.config import steps_per_epoch
 from cifarlab.recipe import one_hot
 
 #: Threads that gather batches. Two keep the next batch ready on any machine; a gather
@@ -57,6 +61,7 @@ class Batches(keras.utils.PyDataset):
         x_mirror: np.ndarray | None = None,
         alternate: bool = False,
         shift: int = 0,
+        drop_last: bool = False,
     ):
         super().__init__(workers=WORKERS, use_multiprocessing=False, max_queue_size=4)
         if batch_size < 1:
@@ -71,7 +76,7 @@ class Batches(keras.utils.PyDataset):
             raise ValueError("alternating flips need the mirror images' inputs (x_mirror)")
         if shift and (seed is None or x.ndim != 4 or min(x.shape[1:3]) <= shift):
             raise ValueError("shifts are drawn at random on images (N, H, W, C): give a seed")
-        self.alternate, self.shift = alternate, int(shift)
+        self.alternate, self.shift, self.drop_last = alternate, int(shift), drop_last
         self.x, self.y, self.x_mirror = x, y, x_mirror
         self.batch_size, self.seed = batch_size, seed
         self.epoch = first_epoch
@@ -103,7 +108,7 @@ class Batches(keras.utils.PyDataset):
         self.shifts = self.epoch_shifts(self.epoch)
 
     def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
+        return steps_per_epoch(len(self.x), self.batch_size, self.drop_last)
 
     def indices(self, i: int) -> np.ndarray:
         """The rows of batch ``i`` of the current epoch."""
@@ -165,13 +170,15 @@ def training_batches(x, y, cfg, seed: int, first_epoch: int = 0, x_mirror=None) 
     its batch size, and with ``cfg.flip_mode == "alternate"`` the mirror images made
     here (the model then has no flip layer, cifarlab.models); with ``cfg.pixel_shifts``
     the whole-pixel shifts of up to ``cfg.translate`` of the size (the model then has no
-    translation layer)."""
+    translation layer); with ``cfg.drop_last`` only full batches."""
     alternate = cfg.flip and cfg.flip_mode == "alternate"
     shift = batch_shift(cfg, x.shape[1])
     if alternate and x_mirror is None:
         x_mirror = np.ascontiguousarray(x[:, :, ::-1])
     targets = one_hot(y, cfg.num_classes)
-    return Batches(x, targets, cfg.batch_size, seed, first_epoch, x_mirror, alternate, shift)
+    return Batches(
+        x, targets, cfg.batch_size, seed, first_epoch, x_mirror, alternate, shift, cfg.drop_last
+    )
 
 
 def batch_shift(cfg, size: int = 32) -> int:

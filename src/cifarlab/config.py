@@ -57,6 +57,9 @@ class TrainConfig:
     flip_mode: str = "random"
     translate: float = 0.0  # random shift by up to this fraction of the size (reflect)
     pixel_shifts: bool = False  # whole-pixel shifts, cropped in the batches (else interpolated)
+    # training batches: each epoch's last, partial batch left out (airbench); the rows it
+    # would have held change every epoch, so no image is left out for long
+    drop_last: bool = False
     rotation: float = 0.0  # random rotation by up to this fraction of a full turn
     # ---- model selection
     patience: int | None = None  # early stopping: epochs without a better val_accuracy
@@ -93,6 +96,10 @@ class TrainConfig:
         rate = self.learning_rate * batch_size / self.batch_size
         return self.replace(batch_size=batch_size, learning_rate=rate).validate()
 
+    def steps_per_epoch(self, images: int) -> int:
+        """Training steps of an epoch over ``images`` at this batch size."""
+        return steps_per_epoch(images, self.batch_size, self.drop_last)
+
     def validate(self) -> TrainConfig:
         if self.epochs < 1:
             raise CifarlabError(f"--epochs must be at least 1, got {self.epochs}")
@@ -119,6 +126,14 @@ class TrainConfig:
                 d.setdefault(new, d.pop(old))
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def steps_per_epoch(images: int, batch_size: int, drop_last: bool = False) -> int:
+    """Batches of an epoch over ``images``: the last one partial, or with ``drop_last``
+    left out (unless it is the only one)."""
+    if drop_last:
+        return max(1, images // batch_size)
+    return -(-images // batch_size)
 
 
 def resolve_profile(name: str | None) -> str:
@@ -181,6 +196,7 @@ AIRBENCH: dict[str, dict] = {
         flip_mode="alternate",
         translate=2 / 32,
         pixel_shifts=True,
+        drop_last=True,
         tta_flip=True,
         tta_shift=1,
         patience=None,

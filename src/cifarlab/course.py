@@ -121,7 +121,7 @@ def schedule_values(cfg: TrainConfig, train_images: int, points: int = 600):
 
     from cifarlab.recipe import learning_rate
 
-    per_epoch = int(np.ceil(train_images / cfg.batch_size))
+    per_epoch = cfg.steps_per_epoch(train_images)
     total = cfg.epochs * per_epoch
     steps = np.unique(np.linspace(0, total - 1, min(total, points)).round().astype(int))
     sched = learning_rate(cfg, total)

@@ -172,7 +172,7 @@ def train_model(
             else:
                 model = build(cfg)
                 init_from_data(model, cfg, split.x_train)  # airbench networks' whitening
-                steps = cfg.epochs * int(np.ceil(len(split.y_train) / cfg.batch_size))
+                steps = cfg.epochs * cfg.steps_per_epoch(len(split.y_train))
                 compile_model(model, cfg, steps)
                 records = fit(
                     model, cfg, split.x_train, split.y_train, split.x_val, split.y_val,

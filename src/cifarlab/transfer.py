@@ -113,7 +113,7 @@ def train_vgg16(
     vgg_top = [layer for layer in top.layers if layer.name.startswith("block")]
     for layer in vgg_top:
         layer.trainable = False
-    steps = int(np.ceil(len(split.y_train) / cfg.batch_size))
+    steps = cfg.steps_per_epoch(len(split.y_train))
     compile_model(top, cfg, head_epochs * steps)
     seconds = {"features": lap()}
     records = fit(top, cfg, phase=1, epochs=head_epochs, **data)

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 
 import keras
 import keras_tuner as kt
-import numpy as np
 
 from cifarlab import airbench
 from cifarlab import config as cfgmod
@@ -298,7 +297,7 @@ def run_search(
         xv, yv = stratified_subset(
             xv, yv, max(ds.num_classes * 2, budget["train_subset"] // 4), seed
         )
-    steps = int(np.ceil(len(y) / base.batch_size))
+    steps = base.steps_per_epoch(len(y))
     project = f"{ds.name}-{ds.checksum[:8]}-{profile}-seed{seed}"
     hypermodel = TunedHyperModel(
         base, steps, budget["epochs"], seed, budget.get("widths"), budget.get("families")

@@ -72,8 +72,8 @@ overrides = {"epochs": epochs, "batch_size": batch_size}
 # (Nesterov SGD with a larger step for batch-norm biases, or AdamW) with its learning
 # rate and schedule (a linear warm-up into a cosine or linear decay: a one-cycle shape),
 # lookahead weight averaging, and test-time views. On the `cpu` and `full` profiles the
-# first trial is the airbench recipe itself (the `default` column), so the winner is at
-# least as good as the recipe on validation; `smoke` starts from the residual CNN.
+# first trial is the airbench recipe itself (the `default` column); `smoke` starts from
+# the residual CNN.
 # The `cpu` budget (4 short trials) searches the airbench family only: there the
 # residual nets that random trials drew scored near chance and taught nothing.
 
@@ -84,10 +84,14 @@ tune.describe_space(profile)
 # ## The search
 # Each trial trains a candidate for a few epochs on part of the training split and is
 # scored by validation accuracy. The budget (trials, epochs, images) comes from the profile.
+# A trial replaces the recipe only if it leads by more than chance on these validation
+# images (a one-sided 5% test, `cifarlab.winner`): on real CIFAR-100 a trial that led by
+# 1.2 points on 2,500 images trained far worse than the recipe over the full budget.
 
 # %%
 ds = data.load_dataset(dataset)
 best = tune.run_search(ds, profile, out, seed)
+print(tune.load_search(out)["winner"]["why"])
 tune.trials_table(out)
 
 # %% [markdown]

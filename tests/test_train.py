@@ -406,6 +406,16 @@ def test_an_interrupted_run_with_other_options_is_not_mixed_in(tmp_path, tiny_da
         train.check_resume(work, cfg.replace(epochs=99), ds, seed=0)
 
 
+def test_the_learning_rate_follows_the_batch_linearly_under_sgd_by_the_root_under_adam():
+    sgd = config.model_config("tuned", "cpu")
+    assert sgd.optimizer == "sgd"
+    assert sgd.at_batch(sgd.batch_size * 4).learning_rate == pytest.approx(4 * sgd.learning_rate)
+    for name in ("adam", "adamw"):
+        adam = sgd.replace(optimizer=name, learning_rate=0.01, batch_size=128)
+        assert adam.at_batch(512).learning_rate == pytest.approx(0.02)  # not 0.04
+        assert adam.at_batch(32).learning_rate == pytest.approx(0.005)
+
+
 def test_search_resumes_from_its_trials_on_disk(tmp_path, tiny_data):
     ds = data.load_dataset(str(tiny_data), progress=False)
     tune.run_search(ds, "smoke", tmp_path, seed=0, progress=False, max_trials=1)
@@ -421,6 +431,13 @@ def test_search_resumes_from_its_trials_on_disk(tmp_path, tiny_data):
     second = json.loads(tune.search_path(tmp_path).read_text())
     assert len(second["trials"]) == 2
     assert second["trials"][0] == first[0]  # the finished trial was reused, not rerun
+    # the winner is a finished trial, with the reason it won
+    winner = second["winner"]
+    assert winner["trial_id"] in {t["trial_id"] for t in second["trials"]}
+    assert second["best_hyperparameters"] == next(
+        t["hyperparameters"] for t in second["trials"] if t["trial_id"] == winner["trial_id"]
+    )
+    assert "recipe" in winner["why"] or "best validation accuracy" in winner["why"]
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "full"])

@@ -92,8 +92,12 @@ class TrainConfig:
         return self.replace(**{k: v for k, v in flags.items() if v is not None})
 
     def at_batch(self, batch_size: int) -> TrainConfig:
-        """A copy at ``batch_size``, the learning rate scaled linearly with the batch."""
-        rate = self.learning_rate * batch_size / self.batch_size
+        """A copy at ``batch_size``, the peak learning rate scaled with the batch: linearly
+        under SGD (Goyal et al. 2017), by the square root under Adam and AdamW (the
+        square-root rule for adaptive methods, Malladi et al. 2022: their step does not
+        grow with the gradient's size, so a linear rule overshoots)."""
+        ratio = batch_size / self.batch_size
+        rate = self.learning_rate * (ratio if self.optimizer == "sgd" else ratio**0.5)
         return self.replace(batch_size=batch_size, learning_rate=rate).validate()
 
     def steps_per_epoch(self, images: int) -> int:

@@ -15,7 +15,8 @@
 
 The scaling rule: ``--batch-size`` is per replica, so the global batch is
 ``batch_size x replicas``, and the peak learning rate is multiplied by the number of
-replicas (the linear scaling rule, Goyal et al. 2017); the warm-up fraction is kept.
+replicas under SGD (the linear scaling rule, Goyal et al. 2017) and by its square root
+under Adam(W) (``TrainConfig.at_batch``); the warm-up fraction is kept.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from dataclasses import dataclass, field
 from cifarlab.errors import CifarlabError
 
 KINDS = ("none", "mirrored", "multiworker", "dataparallel")
-RULE = "global batch = batch_size x replicas; peak learning rate x replicas (linear scaling)"
+RULE = (
+    "global batch = batch_size x replicas; peak learning rate x replicas under SGD "
+    "(linear scaling), x sqrt(replicas) under Adam(W)"
+)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from cifarlab.evidence import environment
 from cifarlab.layout import layout, write_json
 from cifarlab.models import build_tuned
 from cifarlab.recipe import compile_model, one_hot
+from cifarlab.winner import pick_winner
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -177,14 +178,16 @@ def _widths(widths) -> str:
 
 
 def trial_config(profile: str, batch_size: int) -> TrainConfig:
-    """The profile's tuned recipe at the trials' batch size, its learning rate scaled
-    linearly to it: the space's defaults (the first trial) are then the recipe itself."""
+    """The profile's tuned recipe at the trials' batch size, its learning rate scaled to
+    it (``TrainConfig.at_batch``): the space's defaults (the first trial) are then the
+    recipe itself."""
     return cfgmod.model_config("tuned", profile).at_batch(batch_size)
 
 
 def final_config(hp: kt.HyperParameters, trial: TrainConfig, final: TrainConfig) -> TrainConfig:
     """The configuration ``hp`` found at the trials' batch size, for the full training at
-    ``final``'s: its learning rate scaled linearly to the final batch."""
+    ``final``'s: its learning rate scaled to the final batch (``TrainConfig.at_batch``:
+    linearly under SGD, by the square root under AdamW)."""
     found = config_from_hp(hp, final.replace(batch_size=trial.batch_size))
     return found.at_batch(final.batch_size)
 
@@ -332,7 +335,10 @@ def run_search(
             flush=True,
         )
         return base
-    best_hp = tuner.get_best_hyperparameters(1)[0]
+    defaults = kt.HyperParameters()
+    hypermodel.config(defaults)  # the space's defaults: the recipe
+    winner, why = pick_winner(list(tuner.oracle.trials.values()), defaults.values, len(yv))
+    best_hp = winner.hyperparameters
     trials = []
     for t in tuner.oracle.trials.values():
         score = t.score
@@ -351,6 +357,7 @@ def run_search(
             k: v for k, v in cfg.to_dict().items() if k not in ("mean", "std", "num_classes")
         },
         "best_hyperparameters": best_hp.values,
+        "winner": {"trial_id": winner.trial_id, "val_accuracy": winner.score, "why": why},
         "trials": sorted(trials, key=lambda t: t["trial_id"]),
         "dataset": {"spec": ds.spec, "sha256": ds.checksum},
         "profile": profile,
@@ -363,8 +370,8 @@ def run_search(
     }
     write_json(search_path(out), result, indent=2)
     print(
-        f"search done: best val accuracy {max((t['val_accuracy'] or 0) for t in trials):.4f} "
-        f"with {best_hp.values}",
+        f"search done: trial {winner.trial_id} (val accuracy {winner.score:.4f}), {why}; "
+        f"{best_hp.values}",
         flush=True,
     )
     return cfg

@@ -179,7 +179,7 @@ def test_the_cpu_tuned_recipe_is_drawn_as_it_trains():
     cfg = _cfg("tuned")
     assert cfg.hp["arch"] == "airbench" and cfg.schedule == "linear"
     steps, rates, per_epoch = course.schedule_values(cfg, train_images=40_000)
-    assert per_epoch == 79  # 40,000 images in batches of 512, the last one partial
+    assert per_epoch == 78  # 40,000 images in full batches of 512 (the last 64 left out)
     peak = int(steps[np.argmax(rates)]) / (cfg.epochs * per_epoch)
     assert peak == pytest.approx(cfg.warmup_fraction, abs=0.01)
     assert rates[0] == pytest.approx(cfg.warmup_start * cfg.learning_rate, rel=1e-4)

@@ -180,7 +180,8 @@ BN_MOMENTUM = 0.9
 #: trains whole and with each part removed (cifarlab.ablation). Mean-loss units: peak
 #: rate 1.5 at batch 1024 (scaled linearly with the batch), coupled L2 1.3e-3. cpu:
 #: batch 512 and airbench94's widths 64/256/256: on real CIFAR-100 68.14% test in 10
-#: epochs against 60.25% at 64/128/128 for 1.84x the time (RESULTS.md); full: airbench94.
+#: epochs against 60.25% at 64/128/128 for 1.84x the time, 69.36% since the lookahead and
+#: the full batches are airbench's (RESULTS.md); full: airbench94.
 AIRBENCH: dict[str, dict] = {
     "all": dict(
         optimizer="sgd",

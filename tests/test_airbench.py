@@ -59,7 +59,11 @@ def test_the_airbench_network_has_its_parts_and_takes_its_initialisation_from_da
     cfg = _cfg(hp=dict(arch="airbench", widths=[16, 32, 32]))
     m = models.build(cfg)
     whiten = m.get_layer(airbench.WHITEN)
-    assert not whiten.trainable and whiten.kernel.shape == (2, 2, 3, 24)
+    assert whiten.kernel.shape == (2, 2, 3, 24) and whiten.bias.shape == (24,)
+    trainable = {v.path for v in m.trainable_variables}
+    assert "whiten/bias" in trainable and "whiten/kernel" not in trainable
+    no_bias = _cfg(hp=dict(arch="airbench", widths=[16, 32, 32], whiten_bias_epochs=0))
+    assert models.build(no_bias).get_layer(airbench.WHITEN).bias is None
     assert m.get_layer("head_scale").scale == pytest.approx(1 / 9)
     bn = m.get_layer("group1_conv1_bn")
     assert not bn.scale and bn.momentum == pytest.approx(0.6)
@@ -75,6 +79,51 @@ def test_the_airbench_network_has_its_parts_and_takes_its_initialisation_from_da
     plain = _cfg(hp=dict(arch="airbench", widths=[16, 32, 32], whiten=False, head_scale=1.0))
     names = {layer.name for layer in models.build(plain).layers}
     assert "stem" in names and airbench.WHITEN not in names and "head_scale" not in names
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_whitening_bias_trains_for_its_epochs_then_stays_and_its_kernel_never_trains(
+    backend,
+):
+    """airbench's whitening layer under ``fit``: its bias trains at the base rate for
+    ``whiten_bias_epochs`` epochs, then stays exactly (its momentum cleared too); its
+    kernel, computed from the images, never moves."""
+    code = """
+        import numpy as np, keras
+        from cifarlab import airbench, config, models, recipe
+        x = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3)).astype("uint8")
+        y = recipe.one_hot(np.arange(32) % 10, 10)
+
+        def run(epochs, bias_lr_scale):
+            cfg = config.model_config("tuned", "smoke").replace(
+                mean=[125.0] * 3, std=[63.0] * 3, num_classes=10, epochs=4, batch_size=32,
+                optimizer="sgd", lookahead=0, bias_lr_scale=bias_lr_scale,
+                hp=dict(arch="airbench", widths=[8, 16, 16], whiten_bias_epochs=2),
+            )
+            keras.utils.set_random_seed(0)
+            m = models.build(cfg)
+            airbench.init_from_data(m, cfg, x)
+            recipe.compile_model(m, cfg, 4)  # 4 epochs of one step: the bias trains 2 steps
+            assert m.optimizer.stop_after == {"whiten/bias": 2}, m.optimizer.stop_after
+            w = m.get_layer("whiten")
+            kernel, seen = np.array(w.kernel), [np.array(w.bias)]
+            grab = keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda e, logs: seen.append(np.array(w.bias))
+            )
+            m.fit(x, y, batch_size=32, epochs=epochs, verbose=0, shuffle=False, callbacks=[grab])
+            np.testing.assert_array_equal(np.array(w.kernel), kernel)
+            return [b - a for a, b in zip(seen, seen[1:])]
+
+        moved = run(4, 64)
+        size = [float(np.abs(d).max()) for d in moved]
+        assert size[0] > 1e-5 and size[1] > 1e-5 and size[2] == size[3] == 0.0, size
+        # the batch-norm biases' 64x step is not the whitening bias's: its first step
+        # moves it as far as without the larger step
+        np.testing.assert_allclose(run(1, 1)[0], moved[0], rtol=1e-4, atol=1e-7)
+        print("ok")
+    """
+    r = python_with(code, backend)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
 
 
 def test_the_linear_schedule_warms_up_then_decays_to_its_end():
@@ -229,7 +278,7 @@ def test_the_search_space_holds_the_airbench_family_and_builds_its_winner():
     tune.config_from_hp(hp, config.model_config("tuned", "smoke"))
     space = {p.name for p in hp.space}
     assert {
-        "arch", "widths", "whiten", "bn_scale", "activation", "identity_init", "head_scale",
+        "arch", "widths", "whiten", "whiten_bias", "bn_scale", "activation", "identity_init", "head_scale",
         "l2", "bias_lr_scale", "lookahead", "schedule", "pixel_shifts", "flip_mode",
         "tta_shift", "label_smoothing", "warmup_fraction",
     } <= space  # fmt: skip

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 #: Each part of the recipe: what it is, and the config change that removes it.
 PARTS: dict[str, tuple[str, dict]] = {
     "whitening": ("frozen 2x2 whitening layer (a trained 3x3 stem instead)", {"whiten": False}),
+    "whitening-bias": ("the whitening layer's bias, trained for 3 epochs (no bias instead)", {"whiten_bias_epochs": 0}),
     "scale-free-bn": ("batch norm without scale", {"bn_scale": True}),
     "fast-bn-statistics": ("running statistics at momentum 0.6 (0.9 instead)", {"bn_momentum": 0.9}),
     "gelu": ("GELU (ReLU instead)", {"activation": "relu"}),

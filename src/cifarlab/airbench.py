@@ -9,6 +9,8 @@ switch (cifarlab.tune):
 
 - ``widths`` three group widths; ``convs`` convolutions per group (2: airbench94);
 - ``whiten`` the whitening layer (False: a trainable 3x3 stem conv of width 24);
+  ``whiten_bias_epochs`` its bias trains for this many epochs, then stays (airbench: 3;
+  0: no bias); its kernel never trains;
 - ``bn_scale`` batch norm with its scale (airbench: without); ``bn_momentum`` Keras'
   momentum of the running statistics (airbench: 0.6, fast; Keras' default 0.99);
 - ``activation`` ``gelu`` or ``relu``;
@@ -71,8 +73,14 @@ def build_airbench(config: TrainConfig, inputs, x) -> keras.Model:
         )(x)
 
     if hp["whiten"]:  # 2x2 patches, 2 x 12 filters (each eigenvector and its negative)
-        x = layers.Conv2D(24, 2, padding="valid", use_bias=False, trainable=False, name=WHITEN)(x)
-        x = layers.Activation(hp["activation"], name=f"{WHITEN}_act")(x)
+        whiten = layers.Conv2D(
+            24, 2, padding="valid", use_bias=hp["whiten_bias_epochs"] > 0,
+            bias_initializer=init, bias_regularizer=reg, name=WHITEN,
+        )  # fmt: skip
+        x = layers.Activation(hp["activation"], name=f"{WHITEN}_act")(whiten(x))
+        # the kernel comes from the data (init_from_data) and never trains; the bias
+        # trains at the base rate until the optimizer stops it (recipe.AirbenchSGD)
+        whiten.kernel.trainable = False
     else:
         x = conv(x, 24, "stem")
         x = layers.Activation(hp["activation"], name="stem_act")(bn(x, "stem_bn"))

@@ -213,6 +213,7 @@ AIRBENCH: dict[str, dict] = {
             widths=[64, 256, 256],
             convs=2,
             whiten=True,
+            whiten_bias_epochs=3,
             bn_scale=False,
             bn_momentum=0.6,
             activation="gelu",

@@ -72,11 +72,14 @@ def learning_rate(cfg: TrainConfig, steps: int):
 
 @keras.saving.register_keras_serializable("cifarlab")
 class AirbenchSGD(keras.optimizers.SGD):
-    """Keras' SGD with airbench's two optimizer parts, inside the optimizer so that they
+    """Keras' SGD with airbench's optimizer parts, inside the optimizer so that they
     hold under ``fit`` on every backend (Keras' generic update path):
 
     - ``bias_lr_scale``: the step for biases (batch norm's ``beta``, layers' ``bias``) is
       this many times larger (airbench: 64);
+    - ``stop_after``: {variable path: steps}: such a variable trains at the base rate for
+      its first ``steps`` steps, then stays as it is, its momentum cleared (airbench's
+      whitening bias, trained for 3 epochs);
     - ``ramp_steps``: with ``use_ema``, airbench's lookahead: every
       ``ema_overwrite_frequency`` (k) steps the average takes one step towards the
       weights, ``avg = d * avg + (1 - d) * w`` with ``d = ema_momentum ** k * (t /
@@ -88,17 +91,36 @@ class AirbenchSGD(keras.optimizers.SGD):
       weights only (not batch norm's running statistics).
     """
 
-    def __init__(self, *args, bias_lr_scale: float = 1.0, ramp_steps: int = 0, **kwargs):
+    def __init__(
+        self,
+        *args,
+        bias_lr_scale: float = 1.0,
+        ramp_steps: int = 0,
+        stop_after: dict | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.bias_lr_scale, self.ramp_steps = bias_lr_scale, ramp_steps
+        self.stop_after = dict(stop_after or {})
 
     def build(self, variables):
         super().build(variables)
-        self._scaled = [v.name in ("beta", "bias") for v in variables]  # by variable index
+        # by variable index: the larger step, and the step a variable stops at (or None)
+        self._stops = [self.stop_after.get(v.path) for v in variables]
+        self._scaled = [
+            v.name in ("beta", "bias") and stop is None for v, stop in zip(variables, self._stops)
+        ]
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.bias_lr_scale != 1 and self._scaled[self._get_variable_index(variable)]:
+        index = self._get_variable_index(variable)
+        if self.bias_lr_scale != 1 and self._scaled[index]:
             learning_rate = keras.ops.multiply(learning_rate, self.bias_lr_scale)
+        if self._stops[index] is not None:
+            ops = keras.ops
+            on = ops.cast(ops.less(self.iterations, self._stops[index]), variable.dtype)
+            learning_rate = ops.multiply(ops.cast(learning_rate, variable.dtype), on)
+            if self.momentums:  # no step from the momentum once stopped
+                self.assign(self.momentums[index], ops.multiply(self.momentums[index], on))
         return super().update_step(gradient, variable, learning_rate)
 
     def _update_model_variables_moving_average(self, trainable_variables):
@@ -123,6 +145,7 @@ class AirbenchSGD(keras.optimizers.SGD):
             **super().get_config(),
             "bias_lr_scale": self.bias_lr_scale,
             "ramp_steps": self.ramp_steps,
+            "stop_after": self.stop_after,
         }
 
 
@@ -130,8 +153,11 @@ def make_optimizer(cfg: TrainConfig, steps: int) -> keras.optimizers.Optimizer:
     """The config's optimizer over ``steps`` optimisation steps in all. ``lookahead``:
     Keras' own moving average of the weights (``use_ema``), written into the weights
     every ``lookahead`` steps and at the end of training; under SGD its momentum ramps
-    up over the training (:class:`AirbenchSGD`), under Adam(W) it is constant."""
+    up over the training (:class:`AirbenchSGD`), under Adam(W) it is constant. An airbench
+    network's whitening bias stops after ``whiten_bias_epochs`` under SGD (under Adam(W)
+    it trains throughout)."""
     lr = learning_rate(cfg, steps)
+    stops = _stop_after(cfg, steps)
     wd = cfg.weight_decay or None
     ema = {}
     if cfg.lookahead:
@@ -142,9 +168,11 @@ def make_optimizer(cfg: TrainConfig, steps: int) -> keras.optimizers.Optimizer:
         )
     if cfg.optimizer == "sgd":
         kw = dict(momentum=cfg.momentum, nesterov=True, weight_decay=wd, **ema)
-        if cfg.bias_lr_scale != 1 or cfg.lookahead:
+        if cfg.bias_lr_scale != 1 or cfg.lookahead or stops:
             ramp = steps if cfg.lookahead else 0
-            opt = AirbenchSGD(lr, bias_lr_scale=cfg.bias_lr_scale, ramp_steps=ramp, **kw)
+            opt = AirbenchSGD(
+                lr, bias_lr_scale=cfg.bias_lr_scale, ramp_steps=ramp, stop_after=stops, **kw
+            )
         else:
             opt = keras.optimizers.SGD(lr, **kw)
     elif cfg.optimizer == "adamw":
@@ -158,6 +186,18 @@ def make_optimizer(cfg: TrainConfig, steps: int) -> keras.optimizers.Optimizer:
     if wd or cfg.optimizer == "adamw":
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return opt
+
+
+def _stop_after(cfg: TrainConfig, steps: int) -> dict:
+    """{variable path: steps it trains for}: an airbench network's whitening bias, for
+    ``whiten_bias_epochs`` of the ``cfg.epochs`` epochs that ``steps`` make."""
+    from cifarlab.airbench import DEFAULTS, WHITEN  # the family's own names
+
+    hp = {**DEFAULTS, **cfg.hp}
+    if cfg.hp.get("arch") != "airbench" or not hp["whiten"] or not hp["whiten_bias_epochs"]:
+        return {}
+    per_epoch = steps / max(1, cfg.epochs)
+    return {f"{WHITEN}/bias": round(hp["whiten_bias_epochs"] * per_epoch)}
 
 
 def compile_model(model: keras.Model, cfg: TrainConfig, steps: int) -> None:

@@ -149,6 +149,7 @@ def _airbench_space(
                 default=_widths(arch["widths"]),
             ),
             whiten=hp.Boolean("whiten", default=arch["whiten"]),
+            whiten_bias_epochs=_choice(hp, "whiten_bias", [0, 3], arch["whiten_bias_epochs"]),
             bn_scale=hp.Boolean("bn_scale", default=arch["bn_scale"]),
             bn_momentum=_choice(hp, "bn_momentum", [0.6, 0.9], default=arch["bn_momentum"]),
             activation=_choice(hp, "activation", ["gelu", "relu"], default=arch["activation"]),

@@ -366,7 +366,7 @@ def test_on_a_gpu_and_a_cpu_the_search_starts_from_airbench():
     # cpu: the airbench recipe at airbench94's widths, batch 512 (the ablation's base too)
     cpu = config.model_config("tuned", "cpu")
     assert cpu.hp["arch"] == "airbench" and cpu.hp["widths"] == [64, 256, 256]
-    assert (cpu.batch_size, cpu.epochs, cpu.learning_rate) == (512, 10, 0.75)
+    assert (cpu.batch_size, cpu.epochs, cpu.learning_rate) == (512, 13, 0.75)
     assert cpu.hp["whiten"] and cpu.lookahead == 5 and cpu.tta_shift == 1
     assert config.airbench_config("cpu").to_dict() == cpu.to_dict()
     assert "width" not in cpu.hp  # no residual-net keys in an airbench config

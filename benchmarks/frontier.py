@@ -13,6 +13,13 @@ history's own epoch seconds, validation included. Prints a markdown table with e
 run's evidence (dataset checksum, network, forward MFLOP per image and view, epochs,
 training PFLOP, batch, seed, backend, machine, date). Minutes compare only runs on one
 kind of machine; FLOPs compare across machines.
+
+    python benchmarks/frontier.py --from-table BENCHMARKS.md --figure compute.png
+
+draws instead the runs of BENCHMARKS.md's table "accuracy against training compute"
+(recipes measured on different machines, some of whose saved models are not at hand):
+test accuracy against training PFLOP, one panel per dataset, the old recipe's and the
+new one's runs told apart. The table is the figure's only source.
 """
 
 from __future__ import annotations
@@ -99,17 +106,127 @@ def frontier(runs: list[str], figure: Path, title: str):
     return pd.DataFrame(rows)
 
 
+COMPUTE_HEADING = "accuracy against training compute"
+
+
+def _number(cell: str) -> list[float]:
+    """The numbers of a table cell: '**70.56%**' -> [70.56], '0.418 or 0.771' -> both."""
+    words = cell.replace("*", "").replace("%", "").replace(",", "").split()
+    return [float(w) for w in words if w.replace(".", "", 1).isdigit()]
+
+
+def compute_table(markdown: Path):
+    """The rows of ``markdown``'s table under the heading that contains
+    COMPUTE_HEADING, as a DataFrame: data, recipe, network, epochs, PFLOP (low, high:
+    a range where the table gives two counts) and test accuracy (%)."""
+    import pandas as pd
+
+    from cifarlab.errors import CifarlabError
+
+    lines = Path(markdown).read_text().splitlines()
+    start = next(
+        (i for i, t in enumerate(lines) if t.startswith("#") and COMPUTE_HEADING in t), None
+    )
+    if start is None:
+        raise CifarlabError(f"{markdown}: no heading with '{COMPUTE_HEADING}'")
+    table = []
+    for line in lines[start + 1 :]:
+        if line.startswith("#"):
+            break
+        if line.startswith("|"):
+            table.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif table:
+            break
+    if len(table) < 3:
+        raise CifarlabError(f"{markdown}: no table under '{COMPUTE_HEADING}'")
+    head = [h.lower() for h in table[0]]
+    col = {k: next(i for i, h in enumerate(head) if k in h) for k in
+           ("data", "recipe", "network", "epochs", "pflop", "test accuracy")}  # fmt: skip
+    rows = []
+    for r in table[2:]:
+        pflop = _number(r[col["pflop"]])
+        rows.append(
+            {
+                "data": r[col["data"]],
+                "recipe": r[col["recipe"]].replace("*", ""),
+                "network": r[col["network"]],
+                "epochs": r[col["epochs"]],
+                "pflop_low": min(pflop),
+                "pflop_high": max(pflop),
+                "accuracy": _number(r[col["test accuracy"]])[0],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def accuracy_vs_compute(table, title: str, path: Path) -> Path:
+    """One panel per dataset: each run's test accuracy against its training PFLOP, the
+    old recipe's runs (their recipe starts with 'old') as squares, the new as circles; a
+    run with two FLOP counts is drawn as a bar between them."""
+    import matplotlib.pyplot as plt
+
+    from cifarlab.figures import save_figure
+
+    sets = list(dict.fromkeys(table["data"]))
+    fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.6), squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        runs = table[table["data"] == name].sort_values("accuracy", ascending=False)
+        gap = 0.045 * ((runs["accuracy"].max() - runs["accuracy"].min()) or 1.0)
+        label_y = math.inf  # labels from the top down, each at least `gap` under the last
+        for _, r in runs.iterrows():
+            old = r["recipe"].startswith("old")
+            x = (r["pflop_low"] + r["pflop_high"]) / 2
+            ax.errorbar(
+                x, r["accuracy"], xerr=[[x - r["pflop_low"]], [r["pflop_high"] - x]],
+                marker="s" if old else "o", color="tab:gray" if old else "tab:blue",
+                markersize=7, capsize=4, linestyle="",
+            )  # fmt: skip
+            label_y = min(r["accuracy"], label_y - gap)
+            ax.annotate(
+                f"{r['network']}, {r['epochs']} ep: {r['accuracy']:.2f}%",
+                (x, r["accuracy"]), xytext=(r["pflop_high"] + 0.03, label_y), fontsize=7, va="center",
+                arrowprops=dict(arrowstyle="-", color="0.6", lw=0.6),
+            )  # fmt: skip
+        ax.set_title(name)
+        ax.set_xlabel("training PFLOP (3x forward per training image + validation)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_xlim(0, table["pflop_high"].max() * 1.45)
+        ax.grid(alpha=0.3)
+    handles = [
+        plt.Line2D([], [], marker="s", color="tab:gray", linestyle="", label="old tuned recipe"),
+        plt.Line2D([], [], marker="o", color="tab:blue", linestyle="", label="airbench recipe"),
+    ]
+    axes[0][-1].legend(handles=handles, loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     from cifarlab.errors import CifarlabError
     from cifarlab.evaluate import markdown_table
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="+", metavar="RUN", help="LABEL=FOLDER[:MODEL]")
+    ap.add_argument("runs", nargs="*", metavar="RUN", help="LABEL=FOLDER[:MODEL]")
     ap.add_argument("--figure", type=Path, required=True, help="the PNG to write")
-    ap.add_argument("--title", default="Test accuracy against training minutes")
+    ap.add_argument("--title", help="the figure's title")
+    ap.add_argument(
+        "--from-table", type=Path, metavar="MARKDOWN",
+        help=f"draw the table under the heading '{COMPUTE_HEADING}' of this file instead",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    if bool(args.runs) == bool(args.from_table):
+        print(
+            "error: give runs (LABEL=FOLDER[:MODEL]) or --from-table, one of them", file=sys.stderr
+        )
+        return 2
     try:
-        table = frontier(args.runs, args.figure, args.title)
+        if args.from_table:
+            table = compute_table(args.from_table)
+            title = args.title or "Test accuracy against training compute"
+            accuracy_vs_compute(table, title, args.figure)
+        else:
+            title = args.title or "Test accuracy against training minutes"
+            table = frontier(args.runs, args.figure, title)
     except CifarlabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -332,11 +332,7 @@ def test_the_ablation_trains_each_part_removed_scores_with_plain_keras_and_resum
     )  # fmt: skip
     assert again["test_accuracy"].tolist() == table["test_accuracy"].tolist()
     # benchmarks/frontier.py: the same runs' accuracy against minutes, from the saved files
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("frontier", ROOT / "benchmarks" / "frontier.py")
-    frontier = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(frontier)
+    frontier = _frontier_script()
     runs = [f"{p}={out.ablation_run(p).root}" for p in ("whole", "whitening")]
     front = frontier.frontier(runs, tmp_path / "front.png", "t")
     assert front["test accuracy"].tolist() == [
@@ -352,6 +348,44 @@ def test_the_ablation_trains_each_part_removed_scores_with_plain_keras_and_resum
     assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
     assert frontier.main(["whole", "--figure", str(tmp_path / "x.png")]) == 2  # no FOLDER
     assert frontier.main([f"a={tmp_path}/nowhere", "--figure", str(tmp_path / "x.png")]) == 2
+
+
+def _frontier_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("frontier", ROOT / "benchmarks" / "frontier.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_compute_figure_is_drawn_from_the_benchmarks_table(tmp_path):
+    frontier = _frontier_script()
+    md = tmp_path / "B.md"
+    md.write_text(
+        "# B\n\n## 2026, accuracy against training compute\n\ntext\n\n"
+        "| data | recipe | network | fwd MFLOP | epochs | training PFLOP | test accuracy |\n"
+        "|---|---|---|---|---|---|---|\n"
+        "| C10 | old tuned | plain CNN | 75.6 | 24 | 0.236 | 85.30% |\n"
+        "| C10 | **airbench, new** | 64/256/256 | 236 | 13 | 0.399 | **90.12%** |\n"
+        "| C100 | old tuned | plain CNN | 134 or 247 | 24 | 0.418 or 0.771 | 63.1% |\n"
+        "\n| other | table |\n|---|---|\n| 1 | 2 |\n## next\n"
+    )
+    table = frontier.compute_table(md)
+    assert table["accuracy"].tolist() == [85.30, 90.12, 63.1]  # bold and % gone
+    assert table["recipe"].tolist() == ["old tuned", "airbench, new", "old tuned"]
+    assert table[["pflop_low", "pflop_high"]].iloc[2].tolist() == [0.418, 0.771]  # a range
+    assert frontier.main(["--from-table", str(md), "--figure", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    # the real table parses: every row has its compute and accuracy, both recipes appear
+    real = frontier.compute_table(ROOT / "BENCHMARKS.md")
+    assert real["recipe"].str.startswith("old").any() and (real["accuracy"] > 50).all()
+    assert (real["pflop_low"] > 0).all() and set(real["data"]) >= {"CIFAR-100"}
+    # neither runs nor a table, both, or a file without the table: an error, not a traceback
+    assert frontier.main(["--figure", str(tmp_path / "x.png")]) == 2
+    assert frontier.main(["a=b", "--from-table", str(md), "--figure", "x.png"]) == 2
+    (tmp_path / "none.md").write_text("# nothing here\n")
+    assert frontier.main(["--from-table", str(tmp_path / "none.md"), "--figure", "x.png"]) == 2
 
 
 def test_on_a_gpu_and_a_cpu_the_search_starts_from_airbench():

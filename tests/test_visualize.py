@@ -26,6 +26,18 @@ def test_input_gradient_patterns_and_gradcam_work_on_each_backend(backend, tmp_p
         p2 = visualize.gradcam("tuned", m, imgs, np.arange(4), probs, [str(i) for i in range(10)],
                                out / "g.png", n=2)
         assert p1.stat().st_size > 5000 and p2.stat().st_size > 5000
+        # Grad-CAM of a batch in one gradient call = each image's map on its own
+        classes = np.array([3, 0, 7, 3])
+        cams, layer = visualize.gradcam_maps(m, imgs, classes)
+        alone = np.concatenate([visualize.gradcam_maps(m, imgs[i:i + 1], classes[i:i + 1])[0]
+                                for i in range(4)])
+        assert cams.shape == (4, 8, 8) and layer == visualize.block_outputs(m)[-1], cams.shape
+        np.testing.assert_allclose(cams, alone, atol=1e-5)
+        top = cams.max(axis=(1, 2))  # each map scaled to 1, or all 0 (no positive evidence)
+        assert cams.min() >= 0 and (np.isclose(top, 1, atol=1e-4) | (top == 0)).all(), top
+        assert np.isclose(top, 1, atol=1e-4).any(), top
+        other = visualize.gradcam_maps(m, imgs, np.array([5, 5, 5, 5]))[0]
+        assert np.abs(other - cams).max() > 1e-3  # the class given is the one explained
         print("ok")
     """
     r = python_with(code, backend)

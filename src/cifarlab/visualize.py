@@ -12,7 +12,8 @@ Per model (names from cifarlab.layout: ``<kind>_<model>.png``):
 :func:`visualize_all` also draws cifarlab.figures' learning curves, the overfitting gap
 and the confusion matrices. These functions read layers by the names cifarlab.models
 promises (see its layer-name contract). Gradients (patterns, Grad-CAM) need the
-backend's autodiff: TensorFlow, JAX and PyTorch through :func:`input_gradient`.
+backend's autodiff: TensorFlow, JAX and PyTorch through :func:`gradient_function`
+(compiled once per picture where the backend compiles).
 """
 
 from __future__ import annotations
@@ -119,34 +120,57 @@ def feature_maps(
     return save_figure(fig, path)
 
 
-def input_gradient(fn, x: np.ndarray) -> tuple[float, np.ndarray]:
-    """(value, d value / d x) of a scalar function of a backend tensor.
+def gradient_function(fn):
+    """``x -> (value, d value / d x)`` for a scalar function ``fn`` of a backend tensor,
+    compiled once where the backend compiles (a ``tf.function``, ``jax.jit``), so a loop
+    that calls it (gradient ascent) traces the model once instead of running it op by op.
 
     Backend-specific by necessity: TensorFlow (GradientTape), JAX (jax.value_and_grad)
-    and PyTorch (autograd).
+    and PyTorch (autograd, eager).
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        t = tf.convert_to_tensor(x)
-        with tf.GradientTape() as tape:
-            tape.watch(t)
-            v = fn(t)
-        return float(v), _np32(tape.gradient(v, t))
+        @tf.function(reduce_retracing=True)
+        def value_and_grad(t):
+            with tf.GradientTape() as tape:
+                tape.watch(t)
+                v = fn(t)
+            return v, tape.gradient(v, t)
+
+        def call(x):
+            v, g = value_and_grad(tf.convert_to_tensor(x))
+            return float(v), _np32(g)
+
+        return call
     if backend == "jax":
         import jax
 
-        v, g = jax.value_and_grad(fn)(jax.numpy.asarray(x))
-        return float(v), _np32(g)
+        value_and_grad = jax.jit(jax.value_and_grad(fn))
+
+        def call(x):
+            v, g = value_and_grad(jax.numpy.asarray(x))
+            return float(v), _np32(g)
+
+        return call
     if backend == "torch":
         import torch
 
-        t = torch.tensor(x, requires_grad=True)
-        v = fn(t)
-        v.backward()
-        return float(v.detach().float()), t.grad.detach().float().cpu().numpy()
+        def call(x):
+            t = torch.tensor(x, requires_grad=True)
+            v = fn(t)
+            v.backward()
+            return float(v.detach().float()), t.grad.detach().float().cpu().numpy()
+
+        return call
     raise NotImplementedError(f"gradients are not supported on the {backend} backend")
+
+
+def input_gradient(fn, x: np.ndarray) -> tuple[float, np.ndarray]:
+    """(value, d value / d x) of a scalar function of a backend tensor, once
+    (:func:`gradient_function` for a loop)."""
+    return gradient_function(fn)(x)
 
 
 def activation_patterns(
@@ -170,8 +194,9 @@ def activation_patterns(
         act = keras.ops.cast(probe(t, training=False), "float32")
         return keras.ops.sum(keras.ops.mean(act * pick, axis=(1, 2)))
 
+    step = gradient_function(objective)
     for _ in range(steps):
-        _, g = input_gradient(objective, x)
+        _, g = step(x)
         rms = np.sqrt((g**2).mean(axis=(1, 2, 3), keepdims=True)) + 1e-8
         x = np.clip(x + 8.0 * g / rms, 0, 255).astype("float32")
     images = list(x)
@@ -230,20 +255,31 @@ def predictions(name: str, x, y, probs, class_names, out: Layout, n: int = 24) -
     return files
 
 
-def gradcam(name: str, model, x, y, probs, class_names, path: Path, n: int = 8) -> Path:
-    """Grad-CAM (Selvaraju et al. 2017) at the last convolution block's output."""
+def gradcam_maps(model, x: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, str]:
+    """Grad-CAM (Selvaraju et al. 2017) at the last convolution block's output: one map
+    in [0, 1] per image for the class given, and that block's name. All images in one
+    gradient call, each through its own score (the images do not interact at inference,
+    so each gets its own gradient)."""
     last = model.get_layer(block_outputs(model)[-1])
     head = keras.Model(model.input, last.output)
     tail = keras.Model(last.output, model.output)
+    fmaps = _np32(head(x.astype("float32"), training=False))
+    pick = keras.ops.convert_to_tensor(np.eye(model.output.shape[-1], dtype="float32")[classes])
+    _, grads = input_gradient(
+        lambda t: keras.ops.sum(keras.ops.cast(tail(t, training=False), "float32") * pick), fmaps
+    )
+    cams = np.maximum((fmaps * grads.mean(axis=(1, 2), keepdims=True)).sum(-1), 0)
+    return cams / (cams.max(axis=(1, 2), keepdims=True) + 1e-8), last.name
+
+
+def gradcam(name: str, model, x, y, probs, class_names, path: Path, n: int = 8) -> Path:
+    """Grad-CAM heatmaps over the first ``n`` images, for the class each was predicted."""
     pred = probs.argmax(1)
-    fig, axes = plt.subplots(2, n, figsize=(n * 1.6, 3.6))
-    for i in range(min(n, len(x))):
-        fmap = _np32(head(x[i : i + 1].astype("float32"), training=False))
+    n = min(n, len(x))
+    cams, layer = gradcam_maps(model, x[:n], pred[:n])
+    fig, axes = plt.subplots(2, n, figsize=(n * 1.6, 3.6), squeeze=False)
+    for i, cam in enumerate(cams):
         c = int(pred[i])
-        _, g = input_gradient(lambda t, c=c: tail(t, training=False)[0, c], fmap)
-        weights = g.mean(axis=(1, 2))[0]
-        cam = np.maximum((fmap[0] * weights).sum(-1), 0)
-        cam = cam / (cam.max() + 1e-8)
         big = (
             np.kron(cam, np.ones((32 // cam.shape[0], 32 // cam.shape[1])))
             if 32 % cam.shape[0] == 0
@@ -261,7 +297,7 @@ def gradcam(name: str, model, x, y, probs, class_names, path: Path, n: int = 8) 
         axes[0, i].axis("off")
         axes[1, i].axis("off")
     fig.suptitle(
-        f"{name}: Grad-CAM at '{last.name}' ({cam.shape[0]}x{cam.shape[1]}): "
+        f"{name}: Grad-CAM at '{layer}' ({cams.shape[1]}x{cams.shape[2]}): "
         "where the predicted class's evidence lies"
     )
     return save_figure(fig, path)

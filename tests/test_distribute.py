@@ -179,23 +179,17 @@ def test_two_multiworker_workers_follow_single_device_and_end_with_the_same_weig
     ],
 )
 def test_a_bad_tf_config_is_refused_in_one_line(tmp_path, tf_config, expected):
-    r = _cli(
-        [
-            "train",
-            "baseline",
-            "--distribute",
-            "multiworker",
-            "--profile",
-            "smoke",
-            "--dataset",
-            "cifar10",
-            "--out",
-            str(tmp_path),
-        ],
-        {"TF_CONFIG": tf_config},
+    """... before the backend starts: no Keras loaded, so the answer comes at once."""
+    argv = ["train", "baseline", "--distribute", "multiworker", "--profile", "smoke",
+            "--dataset", "cifar10", "--out", str(tmp_path)]  # fmt: skip
+    code = (
+        "import sys; from cifarlab import cli; status = cli.main(sys.argv[1:]); "
+        "print('keras loaded:', 'keras' in sys.modules); sys.exit(status)"
     )
+    r = _python(["-c", code, *argv], {"TF_CONFIG": tf_config, "KERAS_BACKEND": "tensorflow"}, 300)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1 and expected in lines[0], r.stderr[-2000:]
+    assert "keras loaded: False" in r.stdout, r.stdout
 
 
 def test_multiworker_tuned_needs_the_search_first(tmp_path, real_data):

@@ -396,7 +396,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _check_before_backend(args: argparse.Namespace) -> None:
     """The mistakes that need no Keras, answered before the backend takes its seconds to
     start: counts below 1, a dataset path, images or a model file that does not exist,
-    an output folder without models."""
+    an output folder without models, a malformed TF_CONFIG."""
     for flag in ("epochs", "batch_size", "max_trials", "top_k"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
@@ -416,6 +416,10 @@ def _check_before_backend(args: argparse.Namespace) -> None:
         from cifarlab.data import dataset_path
 
         dataset_path(args.dataset)
+    if getattr(args, "distribute", None) == "multiworker":
+        from cifarlab.distribute import check_tf_config
+
+        check_tf_config()
 
 
 def _data_info(args: argparse.Namespace) -> int:

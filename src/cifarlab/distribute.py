@@ -130,6 +130,19 @@ def _tf_config() -> tuple[dict, str, int]:
             flush=True,
         )
         return {}, "chief", 0
+    return parse_tf_config(raw)
+
+
+def check_tf_config() -> None:
+    """A set TF_CONFIG checked without TensorFlow: the command line calls this before the
+    backend takes its seconds to start, so a malformed one is refused at once."""
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if raw:
+        parse_tf_config(raw)
+
+
+def parse_tf_config(raw: str) -> tuple[dict, str, int]:
+    """A non-blank TF_CONFIG: (cluster, task type, task index), or one clear error."""
     try:
         conf = json.loads(raw)
         cluster = conf["cluster"]

@@ -5,6 +5,6 @@ __version__ = "0.1.0"
 import sys as _sys
 
 if "keras" not in _sys.modules:  # Keras fixes its backend when first imported
-    from cifarlab.bench import choose_backend as _choose_backend
+    from cifarlab.hardware import choose_backend as _choose_backend
 
     _choose_backend()

@@ -3,8 +3,9 @@
 Measured in one run, because absolute times on shared machines are noisy:
 
 - the float32 matrix-multiply rate (numpy, 2048^3): the practical roofline;
-- per model and installed Keras backend: training and inference images/s at the
-  profile's batch size, forward FLOPs per image counted from the layers, achieved
+- per model and installed Keras backend: training images/s at the profile's batch size
+  over the steps after the first quarter of one ``fit`` call (the whole call's rate
+  beside it in the JSON), inference images/s, forward FLOPs per image counted from the layers, achieved
   GFLOP/s (training counted as 3x forward) and its fraction of the roofline;
 - the input pipeline alone: JPEG decode, and batch gather + one-hot + augmentation;
 - the naive reference: the baseline architecture fed float arrays with ``fit``'s
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from cifarlab.config import MODELS, model_config
+from cifarlab.hardware import fastest_backend, record_fastest_backend
 
 BACKENDS = ("tensorflow", "jax", "torch")
 #: The networks measured: the four models, and ``airbench`` (the tuned model as the
@@ -115,9 +117,7 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
         x = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
         y = recipe.one_hot(np.arange(n) % 100, 100)
         model.fit(x[: bs * 2], y[: bs * 2], batch_size=bs, epochs=1, verbose=0)  # compile/warm up
-        t = time.perf_counter()
-        model.fit(x, y, batch_size=bs, epochs=1, verbose=0, shuffle=True)
-        train_ips = n / (time.perf_counter() - t)
+        train_ips, whole = _timed_fit(model, x, y, bs)
         model.predict(x[:bs], batch_size=bs, verbose=0)
         t = time.perf_counter()
         model.predict(x, batch_size=bs, verbose=0)
@@ -129,6 +129,7 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
                 "precision": precision,
                 "batch_size": bs,
                 "train_images_per_s": train_ips,
+                "train_images_per_s_whole_call": whole,
                 "infer_images_per_s": infer_ips,
                 "forward_mflops_per_image": count_flops(model) / 1e6,
                 "params": int(model.count_params()),
@@ -136,6 +137,23 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
             }
         )
     return rows
+
+
+def _timed_fit(model, x, y, batch_size: int) -> tuple[float, float]:
+    """Training images/s of one ``fit`` over ``x``: over the steps after the first quarter
+    (those pay the call's set-up: its input pipeline, the first steps' caches; a real
+    training pays it once), and over the whole call."""
+    import keras
+
+    ends: list[float] = []  # each step's end
+    timer = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter())
+    )
+    t = time.perf_counter()
+    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=True, callbacks=[timer])
+    whole = len(x) / (time.perf_counter() - t)
+    skip = len(ends) // 4
+    return batch_size * (len(ends) - 1 - skip) / (ends[-1] - ends[skip]), whole
 
 
 def _note(name: str, cfg) -> str:
@@ -167,14 +185,14 @@ def _naive_reference(steps: int) -> dict:
     xs = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3)).astype("float32") / 255.0
     ys = np.arange(n) % 100
     model.fit(xs[:64], ys[:64], epochs=1, verbose=0)
-    t = time.perf_counter()
-    model.fit(xs, ys, epochs=1, verbose=0)
+    steady, whole = _timed_fit(model, xs, ys, 32)  # fit's default batch
     return {
         "model": "baseline (naive reference)",
         "backend": keras.backend.backend(),
         "precision": "float32",
         "batch_size": 32,
-        "train_images_per_s": n / (time.perf_counter() - t),
+        "train_images_per_s": steady,
+        "train_images_per_s_whole_call": whole,
         "infer_images_per_s": None,
         "forward_mflops_per_image": count_flops(model) / 1e6,
         "params": int(model.count_params()),
@@ -326,72 +344,11 @@ def run_bench(
         **environment(),
     }
     write_json(Layout(out).bench, result, indent=2)
-    fastest = _fastest_backend(rows)
+    fastest = fastest_backend(rows, MODELS)
     if fastest:
         record_fastest_backend(fastest, result)
         result["fastest_backend"] = fastest
     return result
-
-
-def _fastest_backend(rows: list[dict]) -> str | None:
-    """The backend with the best total training time over the series' CNNs."""
-    by_backend: dict[str, float] = {}
-    default = {}  # each backend's first (= training's own) precision
-    for r in rows:
-        default.setdefault(r["backend"], r["precision"])
-    for r in rows:
-        if (
-            r["model"] in MODELS
-            and r["model"] != "vgg16"  # its frozen base trains on cached features
-            and r["precision"] == default[r["backend"]]
-        ):
-            by_backend[r["backend"]] = (
-                by_backend.get(r["backend"], 0.0) + 1.0 / r["train_images_per_s"]
-            )
-    return min(by_backend, key=by_backend.get) if by_backend else None
-
-
-def backend_choice_path() -> Path:
-    from cifarlab.data import cache_dir
-
-    return cache_dir() / "fastest_backend.json"
-
-
-def record_fastest_backend(backend: str, result: dict) -> None:
-    p = backend_choice_path()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(
-        json.dumps(
-            {
-                "backend": backend,
-                "date": result["date"],
-                "processor": result["hardware"]["processor"],
-                "cpu_count": result["hardware"]["cpu_count"],
-            }
-        )
-    )
-
-
-def choose_backend() -> str | None:
-    """Set KERAS_BACKEND to the fastest measured on this hardware, unless the user set it.
-
-    Reads what `cifarlab bench` recorded; returns the choice (None: Keras' default)."""
-    import importlib.util
-
-    if "KERAS_BACKEND" in os.environ:
-        return None
-    try:
-        rec = json.loads(backend_choice_path().read_text())
-    except (OSError, ValueError):
-        return None
-    from cifarlab.hardware import cpu_name
-
-    if rec.get("processor") != cpu_name() or rec.get("cpu_count") != os.cpu_count():
-        return None  # measured on other hardware
-    if importlib.util.find_spec(rec["backend"]) is None:
-        return None
-    os.environ["KERAS_BACKEND"] = rec["backend"]
-    return rec["backend"]
 
 
 def markdown(result: dict) -> str:
@@ -403,7 +360,8 @@ def markdown(result: dict) -> str:
         f"Python {result['versions']['python']}, Keras {result['versions'].get('keras')}, "
         f"TensorFlow {result['versions'].get('tensorflow', '-')}, torch {result['versions'].get('torch', '-')}, "
         f"JAX {result['versions'].get('jax', '-')}. Profile `{result['profile']}` batch sizes, "
-        f"{result['steps']} steps per measurement, random uint8 images, 100 classes.",
+        f"{result['steps']} steps per measurement (training rates over the steps after the "
+        "first quarter of each `fit` call), random uint8 images, 100 classes.",
         "",
         f"Roofline: float32 matmul (numpy, 2048^3) **{result['matmul_gflops']:.0f} GFLOP/s**.",
         "",

@@ -214,7 +214,7 @@ def _os_error_line(exc: OSError) -> str:
 
 
 def _load_backend() -> None:
-    from cifarlab.bench import choose_backend
+    from cifarlab.hardware import choose_backend
 
     choose_backend()  # the fastest backend `cifarlab bench` measured here, unless KERAS_BACKEND is set
     with _quiet_native_logs():

@@ -70,8 +70,32 @@ def learning_rate(cfg: TrainConfig, steps: int):
     )
 
 
+class _CopiedAverage:
+    """Keras writes the weights' moving average (``use_ema``: the lookahead) into the
+    weights by assigning the average's own array. Under JAX the two variables then hold
+    one buffer, and the next ``fit`` donates it twice and fails ("Attempt to donate the
+    same buffer twice", then a variable without its value; Keras 3.15.1, any optimizer
+    with ``use_ema``, measured: a second ``fit``, as a notebook or the bench's timed run
+    after its warm-up makes). Written as a copy, each variable keeps its own buffer."""
+
+    def _overwrite_model_variables_with_average_value(self, trainable_variables):
+        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is not None:
+                var.assign(keras.ops.copy(average))
+
+
 @keras.saving.register_keras_serializable("cifarlab")
-class AirbenchSGD(keras.optimizers.SGD):
+class AveragedAdam(_CopiedAverage, keras.optimizers.Adam):
+    """Adam with the lookahead written as a copy (:class:`_CopiedAverage`)."""
+
+
+@keras.saving.register_keras_serializable("cifarlab")
+class AveragedAdamW(_CopiedAverage, keras.optimizers.AdamW):
+    """AdamW with the lookahead written as a copy (:class:`_CopiedAverage`)."""
+
+
+@keras.saving.register_keras_serializable("cifarlab")
+class AirbenchSGD(_CopiedAverage, keras.optimizers.SGD):
     """Keras' SGD with airbench's optimizer parts, inside the optimizer so that they
     hold under ``fit`` on every backend (Keras' generic update path):
 
@@ -176,11 +200,11 @@ def make_optimizer(cfg: TrainConfig, steps: int) -> keras.optimizers.Optimizer:
         else:
             opt = keras.optimizers.SGD(lr, **kw)
     elif cfg.optimizer == "adamw":
-        opt = keras.optimizers.AdamW(
+        opt = (AveragedAdamW if ema else keras.optimizers.AdamW)(
             lr, weight_decay=cfg.weight_decay or cfg.adamw_decay_when_unset, **ema
         )
     elif cfg.optimizer == "adam":
-        opt = keras.optimizers.Adam(lr, weight_decay=wd, **ema)
+        opt = (AveragedAdam if ema else keras.optimizers.Adam)(lr, weight_decay=wd, **ema)
     else:
         raise CifarlabError(f"unknown optimizer '{cfg.optimizer}'; use {', '.join(OPTIMIZERS)}")
     if wd or cfg.optimizer == "adamw":

@@ -106,10 +106,11 @@ def test_epoch_starts_times_each_epoch_of_both_input_paths_and_the_table_says_so
 
 def test_the_input_pipeline_rows_time_the_augmented_batches_of_both_recipes():
     """The per-batch work alone, in images per second: the classic augmentation layers and
-    the airbench batches (alternating flips, 2-pixel crops); each must outrun training."""
+    the airbench batches (alternating flips, 2-pixel crops); each must outrun training
+    (on these 2 cores: 110-230 images/s, BENCHMARKS.md), with room for a busy machine."""
     rates = bench._pipeline(None, batch_size=16)
     assert set(rates) == {"batch_augment_images_per_s", "airbench_batches_images_per_s"}
-    assert all(rate > 500 for rate in rates.values())
+    assert all(rate > 250 for rate in rates.values()), rates
 
 
 def test_the_airbench_row_is_left_out_where_tuned_already_is_that_network():

@@ -269,7 +269,8 @@ def gradcam_maps(model, x: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray,
         lambda t: keras.ops.sum(keras.ops.cast(tail(t, training=False), "float32") * pick), fmaps
     )
     cams = np.maximum((fmaps * grads.mean(axis=(1, 2), keepdims=True)).sum(-1), 0)
-    return cams / (cams.max(axis=(1, 2), keepdims=True) + 1e-8), last.name
+    top = cams.max(axis=(1, 2), keepdims=True)
+    return cams / np.where(top > 0, top, 1.0), last.name
 
 
 def gradcam(name: str, model, x, y, probs, class_names, path: Path, n: int = 8) -> Path:

@@ -52,6 +52,8 @@ def test_fastest_backend_compares_each_backends_own_precision_only():
     assert hardware.fastest_backend(rows, config.MODELS) == "tensorflow"
     rows[1]["train_images_per_s"] = 200  # now torch takes less total time
     assert hardware.fastest_backend(rows, config.MODELS) == "torch"
+    # a bench of one backend compares nothing: it must not become the default
+    assert hardware.fastest_backend(rows[4:], config.MODELS) is None
 
 
 def test_markdown_table_has_a_row_per_measurement(tmp_path):

@@ -60,7 +60,8 @@ def has_gpu() -> bool:
 
 def fastest_backend(rows: list[dict], models) -> str | None:
     """The backend with the best total training time over ``models`` (the series' CNNs),
-    from the rows of `cifarlab bench`."""
+    from the rows of `cifarlab bench`; None unless two backends or more were compared (a
+    bench of JAX alone once made it the default here, at a fifth of TensorFlow's speed)."""
     by_backend: dict[str, float] = {}
     default = {}  # each backend's first (= training's own) precision
     for r in rows:
@@ -74,7 +75,7 @@ def fastest_backend(rows: list[dict], models) -> str | None:
             by_backend[r["backend"]] = (
                 by_backend.get(r["backend"], 0.0) + 1.0 / r["train_images_per_s"]
             )
-    return min(by_backend, key=by_backend.get) if by_backend else None
+    return min(by_backend, key=by_backend.get) if len(by_backend) > 1 else None
 
 
 def backend_choice_path() -> Path:

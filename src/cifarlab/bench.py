@@ -5,8 +5,9 @@ Measured in one run, because absolute times on shared machines are noisy:
 - the float32 matrix-multiply rate (numpy, 2048^3): the practical roofline;
 - per model and installed Keras backend: training images/s at the profile's batch size
   over the steps after the first quarter of one ``fit`` call (the whole call's rate
-  beside it in the JSON), inference images/s, forward FLOPs per image counted from the layers, achieved
-  GFLOP/s (training counted as 3x forward) and its fraction of the roofline;
+  beside it in the JSON), inference images/s, forward FLOPs per image counted from the
+  layers, achieved GFLOP/s (training counted as 3x forward) and its fraction of the
+  roofline;
 - the input pipeline alone: JPEG decode, and batch gather + one-hot + augmentation;
 - the naive reference: the baseline architecture fed float arrays with ``fit``'s
   defaults (batch 32) on the TensorFlow backend;

@@ -139,32 +139,28 @@ def gradient_function(fn):
                 v = fn(t)
             return v, tape.gradient(v, t)
 
-        def call(x):
-            v, g = value_and_grad(tf.convert_to_tensor(x))
-            return float(v), _np32(g)
-
-        return call
-    if backend == "jax":
+        to_tensor = tf.convert_to_tensor
+    elif backend == "jax":
         import jax
 
-        value_and_grad = jax.jit(jax.value_and_grad(fn))
-
-        def call(x):
-            v, g = value_and_grad(jax.numpy.asarray(x))
-            return float(v), _np32(g)
-
-        return call
-    if backend == "torch":
+        value_and_grad, to_tensor = jax.jit(jax.value_and_grad(fn)), jax.numpy.asarray
+    elif backend == "torch":
         import torch
 
-        def call(x):
-            t = torch.tensor(x, requires_grad=True)
-            v = fn(t)
+        def value_and_grad(t):
+            v = fn(t.requires_grad_())
             v.backward()
-            return float(v.detach().float()), t.grad.detach().float().cpu().numpy()
+            return v.detach(), t.grad
 
-        return call
-    raise NotImplementedError(f"gradients are not supported on the {backend} backend")
+        to_tensor = torch.tensor
+    else:
+        raise NotImplementedError(f"gradients are not supported on the {backend} backend")
+
+    def call(x):
+        v, g = value_and_grad(to_tensor(x))
+        return float(_np32(v)), _np32(g)
+
+    return call
 
 
 def input_gradient(fn, x: np.ndarray) -> tuple[float, np.ndarray]:

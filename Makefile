@@ -12,10 +12,13 @@ OUT           ?= .
 SEED          ?= 0
 PYTEST_ARGS   ?=
 STAMP         := $(VENV)/.cifarlab-installed
+# The exact set of versions this project last tested (pyproject.toml states the ranges);
+# `make lock` refreshes it from the newest releases the ranges admit.
+CONSTRAINTS   ?= constraints.txt
 
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 
-.PHONY: setup run series test bench lint clean help
+.PHONY: setup run series test bench lint clean help lock
 
 help:
 	@echo "make run    DATASET=... PROFILE=smoke|cpu|full VGG16_WEIGHTS=imagenet|none|FILE  (the series)"
@@ -23,11 +26,12 @@ help:
 	@echo "make test   (the test suite)"
 	@echo "make bench  (throughput benchmarks -> BENCHMARKS.md)"
 	@echo "make lint   (ruff)"
+	@echo "make lock   (refresh constraints.txt from the newest releases pyproject.toml admits)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name cifarlab --display-name "Python (cifarlab)" >/dev/null
 	@touch $(STAMP)
 
@@ -52,6 +56,18 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+
+# A fresh environment with the newest releases pyproject.toml admits, frozen into
+# constraints.txt (the torch CPU build's "+cpu" label dropped: == 2.13.0 matches it).
+LOCK_VENV := .lock-venv
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install -q -e '.[dev]'
+	{ echo "# The versions this project tests: make setup / make test / CI install with -c $(CONSTRAINTS)."; \
+	  echo "# Made by 'make lock' on $$(date -u +%F), Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())')."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | sed -E 's/^([^=]+==[^+]+)\+[a-z0-9.]+$$/\1/'; } > $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV)
 
 clean:
 	rm -rf saved_models histories reports logs

@@ -22,9 +22,17 @@ NOTEBOOKS = ("TrainingModels", "ThirdModel", "TestModels", "VisualizeModel")
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_and_its_paired_py_file_are_in_sync(name):
+    """The pair holds the same cells (type, source, tags); the header's jupytext version,
+    which changes with every jupytext release, is not part of what the pair means."""
     nb = jupytext.read(ROOT / "notebooks" / f"{name}.ipynb")
-    assert jupytext.writes(nb, fmt="py:percent") == (ROOT / "notebooks" / f"{name}.py").read_text()
+    py = jupytext.reads((ROOT / "notebooks" / f"{name}.py").read_text(), fmt="py:percent")
+
+    def cells(book):
+        return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in book.cells]
+
+    assert cells(py) == cells(nb)
     assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    assert py.metadata["jupytext"]["formats"] == "ipynb,py:percent"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

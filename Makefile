@@ -10,6 +10,8 @@ PROFILE       ?=
 VGG16_WEIGHTS ?= imagenet
 OUT           ?= .
 SEED          ?= 0
+# minutes for the whole series (empty: the profile's default, 60 on cpu; none: the recipes)
+BUDGET        ?=
 PYTEST_ARGS   ?=
 STAMP         := $(VENV)/.cifarlab-installed
 # The exact set of versions this project last tested (pyproject.toml states the ranges);
@@ -17,11 +19,12 @@ STAMP         := $(VENV)/.cifarlab-installed
 CONSTRAINTS   ?= constraints.txt
 
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
+BUDGET_ARG  := $(if $(BUDGET),--budget $(BUDGET),)
 
 .PHONY: setup run series test bench lint clean help lock
 
 help:
-	@echo "make run    DATASET=... PROFILE=smoke|cpu|full VGG16_WEIGHTS=imagenet|none|FILE  (the series)"
+	@echo "make run    DATASET=... PROFILE=smoke|cpu|full VGG16_WEIGHTS=imagenet|offline|none|FILE BUDGET=minutes|none  (the series)"
 	@echo "make series (the same series from the CLI, without notebooks)"
 	@echo "make test   (the test suite)"
 	@echo "make bench  (throughput benchmarks -> BENCHMARKS.md)"
@@ -40,11 +43,11 @@ setup: $(STAMP)
 # The series as the user meets it: the four notebooks executed in order by papermill
 # (executed copies in reports/notebooks/), leaving models, histories and reports.
 run: setup
-	$(BIN)/python -m cifarlab notebooks --dataset $(DATASET) $(PROFILE_ARG) --out $(OUT) --seed $(SEED) --vgg16-weights $(VGG16_WEIGHTS)
+	$(BIN)/python -m cifarlab notebooks --dataset $(DATASET) $(PROFILE_ARG) --out $(OUT) --seed $(SEED) --vgg16-weights $(VGG16_WEIGHTS) $(BUDGET_ARG)
 
 # The same series from the command line, without notebooks.
 series: setup
-	$(BIN)/python -m cifarlab run --dataset $(DATASET) $(PROFILE_ARG) --out $(OUT) --seed $(SEED) --vgg16-weights $(VGG16_WEIGHTS)
+	$(BIN)/python -m cifarlab run --dataset $(DATASET) $(PROFILE_ARG) --out $(OUT) --seed $(SEED) --vgg16-weights $(VGG16_WEIGHTS) $(BUDGET_ARG)
 
 # Throughput of every model on every installed backend, appended to BENCHMARKS.md.
 bench: setup

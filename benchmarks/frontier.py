@@ -7,7 +7,7 @@ recipe buys the most accuracy per minute on the same data (issue 14's frontier f
 Each RUN is ``LABEL=FOLDER[:MODEL]`` (MODEL ``tuned`` unless given): an output folder as
 ``cifarlab train``, ``run`` or ``ablate`` (its ``ablation/<part>`` folders) leave it.
 The test accuracy is recomputed from the saved ``.keras`` file with plain Keras on the
-test split of the dataset its metadata names (cifarlab.inference.predict_test: safe-mode
+test split of the dataset its metadata names (cifarlab.evaluation.inference.predict_test: safe-mode
 ``load_model`` and ``predict``, cached by the model file's hash); the minutes are the
 history's own epoch seconds, validation included. Prints a markdown table with each
 run's evidence (dataset checksum, network, forward MFLOP per image and view, epochs,
@@ -58,10 +58,10 @@ def frontier(runs: list[str], figure: Path, title: str):
     """The table (a DataFrame) of ``runs`` and the figure written to ``figure``."""
     import pandas as pd
 
-    from cifarlab.bench import count_flops
     from cifarlab.errors import CifarlabError
-    from cifarlab.figures import accuracy_vs_minutes, minutes_curve
-    from cifarlab.inference import dataset_for, predict_test
+    from cifarlab.evaluation.figures import accuracy_vs_minutes, minutes_curve
+    from cifarlab.evaluation.inference import dataset_for, predict_test
+    from cifarlab.models.flops import count_flops
 
     rows, curves, datasets = [], {}, {}
     for spec in runs:
@@ -165,7 +165,7 @@ def accuracy_vs_compute(table, title: str, path: Path) -> Path:
     run with two FLOP counts is drawn as a bar between them."""
     import matplotlib.pyplot as plt
 
-    from cifarlab.figures import save_figure
+    from cifarlab.evaluation.figures import save_figure
 
     sets = list(dict.fromkeys(table["data"]))
     fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.6), squeeze=False)
@@ -203,7 +203,7 @@ def accuracy_vs_compute(table, title: str, path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from cifarlab.errors import CifarlabError
-    from cifarlab.evaluate import markdown_table
+    from cifarlab.evaluation.evaluate import markdown_table
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="*", metavar="RUN", help="LABEL=FOLDER[:MODEL]")

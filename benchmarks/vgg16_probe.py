@@ -42,9 +42,9 @@ def run(dataset, weights, layers, n_train, n_val, image_size, seed, profile="cpu
     import keras
 
     from cifarlab.config import model_config
-    from cifarlab.data import prepare, stratified_subset
+    from cifarlab.data.datasets import prepare, stratified_subset
     from cifarlab.errors import CifarlabError
-    from cifarlab.models import build_vgg16
+    from cifarlab.models.vgg16 import build_vgg16
 
     cfg = model_config("vgg16", profile)
     cfg = cfg.replace(hp={**cfg.hp, "image_size": image_size or cfg.hp["image_size"]})
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     from cifarlab.errors import CifarlabError
-    from cifarlab.evidence import environment
+    from cifarlab.training.evidence import environment
 
     try:
         ds, cfg, rows = run(a.dataset, a.weights, a.layers, a.train, a.val, a.image_size, a.seed)

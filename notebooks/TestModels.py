@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -54,11 +54,13 @@ seed = 0
 vgg16_weights = "imagenet"  # imagenet, offline, none, or a .h5 file
 epochs = None  # None: the profile's epochs
 batch_size = None  # None: the profile's batch size
+budget = "auto"  # minutes for the whole series; auto: 60 on the cpu profile; None: the recipes
 
 # %%
 import pandas as pd
 
-from cifarlab import course, evaluate, visualize
+from cifarlab import course
+from cifarlab.evaluation import evaluate, visualize
 
 pd.set_option("display.precision", 4)
 

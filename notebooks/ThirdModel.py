@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -54,9 +54,12 @@ seed = 0
 vgg16_weights = "imagenet"  # imagenet, offline, none, or a .h5 file
 epochs = None  # None: the profile's epochs
 batch_size = None  # None: the profile's batch size
+budget = "auto"  # minutes for the whole series; auto: 60 on the cpu profile; None: the recipes
 
 # %%
-from cifarlab import config, course, data, evidence, train, tune, visualize
+from cifarlab import config, course, data
+from cifarlab.evaluation import visualize
+from cifarlab.training import evidence, train, tune
 
 profile = config.resolve_profile(profile)
 overrides = {"epochs": epochs, "batch_size": batch_size}
@@ -85,7 +88,7 @@ tune.describe_space(profile)
 # Each trial trains a candidate for a few epochs on part of the training split and is
 # scored by validation accuracy. The budget (trials, epochs, images) comes from the profile.
 # A trial replaces the recipe only if it leads by more than chance on these validation
-# images (a one-sided 5% test, `cifarlab.winner`): on real CIFAR-100 a trial that led by
+# images (a one-sided 5% test, `cifarlab.training.winner`): on real CIFAR-100 a trial that led by
 # 1.2 points on 2,500 images trained far worse than the recipe over the full budget.
 
 # %%

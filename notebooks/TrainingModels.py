@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -64,9 +64,12 @@ seed = 0
 vgg16_weights = "imagenet"  # imagenet, offline, none, or a .h5 file
 epochs = None  # None: the profile's epochs
 batch_size = None  # None: the profile's batch size
+budget = "auto"  # minutes for the whole series; auto: 60 on the cpu profile; None: the recipes
 
 # %%
-from cifarlab import config, course, data, evidence, train, visualize
+from cifarlab import config, course, data
+from cifarlab.evaluation import visualize
+from cifarlab.training import evidence, plan, timing, train
 
 profile = config.resolve_profile(profile)
 overrides = {"epochs": epochs, "batch_size": batch_size}
@@ -82,6 +85,18 @@ figures = Path(out) / "reports" / "figures"
 ds = data.load_dataset(dataset)
 info = ds.describe()
 {k: info[k] for k in ("name", "num_classes", "train", "test", "image_shape", "sha256")}
+
+# %% [markdown]
+# ## The plan: the series sized to this machine and its time budget
+# Before anything trains, the series times a few training and validation steps of each
+# model here (cached: a second run plans at once), then gives each model the epochs
+# (the search: the trials) its share of the `budget` buys. Every learning-rate schedule
+# is sized to the steps it will really take; each model re-plans from the time actually
+# left when it starts. `budget = None` trains the profile's recipes as they are.
+
+# %%
+the_plan = timing.ensure_plan(ds, profile, budget, out, seed, notebooks=True)
+print(plan.describe(the_plan))
 
 # %% [markdown]
 # ## The images

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -51,6 +51,7 @@ seed = 0
 vgg16_weights = "imagenet"  # imagenet, offline, none, or a .h5 file
 epochs = None  # None: the profile's epochs
 batch_size = None  # None: the profile's batch size
+budget = "auto"  # minutes for the whole series; auto: 60 on the cpu profile; None: the recipes
 
 # %% [markdown]
 # ## Drawing every figure
@@ -60,7 +61,7 @@ batch_size = None  # None: the profile's batch size
 # reloads the `.keras` files with plain Keras would get.
 
 # %%
-from cifarlab import visualize
+from cifarlab.evaluation import visualize
 
 files = visualize.visualize_all(out, dataset=dataset)
 print(f"{len(files)} figures written under {files[0].parent}")

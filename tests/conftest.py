@@ -59,6 +59,18 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CIFARLAB_NO_DOWNLOAD", "1")
 
 
+@pytest.fixture(autouse=True)
+def _float32_policy_after_each_test():
+    """A test that trains under a mixed precision leaves Keras' global dtype policy set;
+    the next test on the same worker must not inherit it (which test follows which
+    depends on how xdist shares the tests out)."""
+    yield
+    import sys
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].config.set_dtype_policy("float32")
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     if not REAL_DATA.is_file():
@@ -197,7 +209,7 @@ def make_cifar10_archive(path: Path, per_batch=30, n_test=40, seed=0) -> dict:
 @pytest.fixture
 def official_md5(monkeypatch):
     """Swap the published md5 table for the test's own archives."""
-    from cifarlab import archives
+    from cifarlab.data import archives
 
     table = {k: dict(v) for k, v in archives.OFFICIAL_ARCHIVES.items()}
     monkeypatch.setattr(archives, "OFFICIAL_ARCHIVES", table)

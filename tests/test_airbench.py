@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from conftest import BACKENDS, ROOT, python_with
 
-from cifarlab import airbench, batches, config, evidence, models, recipe, tta, tune
+from cifarlab import config, models
+from cifarlab.data import batches
+from cifarlab.models import airbench, tta
+from cifarlab.training import evidence, recipe, tune
 
 
 def _cfg(**kw) -> config.TrainConfig:
@@ -90,9 +93,12 @@ def test_the_whitening_bias_trains_for_its_epochs_then_stays_and_its_kernel_neve
     kernel, computed from the images, never moves."""
     code = """
         import numpy as np, keras
-        from cifarlab import airbench, config, models, recipe
+        from cifarlab.models import airbench
+        from cifarlab import config, models
+        from cifarlab.data import batches
+        from cifarlab.training import recipe
         x = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3)).astype("uint8")
-        y = recipe.one_hot(np.arange(32) % 10, 10)
+        y = batches.one_hot(np.arange(32) % 10, 10)
 
         def run(epochs, bias_lr_scale):
             cfg = config.model_config("tuned", "smoke").replace(
@@ -141,9 +147,11 @@ def test_bias_step_and_lookahead_act_under_fit_on_every_backend(backend):
     under ``fit`` on TensorFlow, JAX and torch: measured on the weights fit leaves."""
     code = """
         import numpy as np, keras
-        from cifarlab import config, recipe
+        from cifarlab import config
+        from cifarlab.data import batches
+        from cifarlab.training import recipe
         x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
-        y = recipe.one_hot(np.arange(16) % 8, 8)  # more classes than top-5
+        y = batches.one_hot(np.arange(16) % 8, 8)  # more classes than top-5
 
         def run(epochs=3, steps=1, **kw):
             keras.utils.set_random_seed(0)
@@ -305,8 +313,9 @@ def test_the_search_space_holds_the_airbench_family_and_builds_its_winner():
 def test_the_ablation_trains_each_part_removed_scores_with_plain_keras_and_resumes(
     tmp_path, tiny_data, monkeypatch
 ):
-    from cifarlab import ablation, layout, train
+    from cifarlab import ablation, layout
     from cifarlab.errors import CifarlabError
+    from cifarlab.training import train
 
     with pytest.raises(CifarlabError, match="unknown part"):
         ablation.run_ablation(tiny_data, "smoke", tmp_path, parts=["wings"], progress=False)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from cifarlab import batches, bench, config, hardware, models
+from cifarlab import backend, config, models
+from cifarlab.bench import pipeline
+from cifarlab.bench import throughput as bench
+from cifarlab.models.flops import count_flops
 
 
 def test_forward_flops_of_the_baseline_match_a_hand_count():
@@ -15,13 +18,13 @@ def test_forward_flops_of_the_baseline_match_a_hand_count():
     block1 = 32 * 32 * 9 * (3 * 32 + 2 * 32 * 32)
     block2 = 16 * 16 * 9 * (32 * 64 + 3 * 64 * 64)
     dense = 8 * 8 * 64 * 512 + 512 * 10
-    assert bench.count_flops(models.build(cfg)) == 2 * (block1 + block2 + dense) == 109_783_040
+    assert count_flops(models.build(cfg)) == 2 * (block1 + block2 + dense) == 109_783_040
 
 
 def test_the_airbench_network_costs_what_airbench94_costs():
     """At its default widths the family is airbench94's network: about 236 MFLOP per
     image and about 1.97 M parameters (../shared/FAST_RECIPES.md)."""
-    from cifarlab import airbench
+    from cifarlab.models import airbench
 
     cfg = config.model_config("tuned", "smoke").replace(
         mean=[0.0] * 3, std=[1.0] * 3, num_classes=10, hp={"arch": "airbench", **airbench.DEFAULTS}
@@ -31,13 +34,13 @@ def test_the_airbench_network_costs_what_airbench94_costs():
     group1 = 31 * 31 * 9 * 24 * 64 + 15 * 15 * 9 * 64 * 64
     group2 = 15 * 15 * 9 * 64 * 256 + 7 * 7 * 9 * 256 * 256
     group3 = 7 * 7 * 9 * 256 * 256 + 3 * 3 * 9 * 256 * 256
-    assert bench.count_flops(m) == 2 * (whiten + group1 + group2 + group3 + 256 * 10)
-    assert round(bench.count_flops(m) / 1e6) == 236
+    assert count_flops(m) == 2 * (whiten + group1 + group2 + group3 + 256 * 10)
+    assert round(count_flops(m) / 1e6) == 236
     assert round(m.count_params() / 1e4) == 197
 
 
-def _row(backend, model, ips, precision="float32"):
-    return {"backend": backend, "model": model, "train_images_per_s": ips, "precision": precision}
+def _row(name, model, ips, precision="float32"):
+    return {"backend": name, "model": model, "train_images_per_s": ips, "precision": precision}
 
 
 def test_fastest_backend_compares_each_backends_own_precision_only():
@@ -49,11 +52,11 @@ def test_fastest_backend_compares_each_backends_own_precision_only():
         _row("torch", "baseline", 900),
         _row("torch", "tuned", 450),
     ]
-    assert hardware.fastest_backend(rows, config.MODELS) == "tensorflow"
+    assert backend.fastest_backend(rows, config.MODELS) == "tensorflow"
     rows[1]["train_images_per_s"] = 200  # now torch takes less total time
-    assert hardware.fastest_backend(rows, config.MODELS) == "torch"
+    assert backend.fastest_backend(rows, config.MODELS) == "torch"
     # a bench of one backend compares nothing: it must not become the default
-    assert hardware.fastest_backend(rows[4:], config.MODELS) is None
+    assert backend.fastest_backend(rows[4:], config.MODELS) is None
 
 
 def test_markdown_table_has_a_row_per_measurement(tmp_path):
@@ -84,7 +87,7 @@ def test_markdown_table_has_a_row_per_measurement(tmp_path):
 
 
 def test_epoch_starts_times_each_epoch_of_both_input_paths_and_the_table_says_so():
-    e = batches.epoch_starts(epochs=2, steps=3, step_s=0.0)
+    e = pipeline.epoch_starts(epochs=2, steps=3, step_s=0.0)
     assert e["epochs"] == 2 and e["steps_per_epoch"] == 3
     assert set(e["waits_s"]) == {"arrays", "batches"}
     for waits in e["waits_s"].values():

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from cifarlab import data, evaluate, figures
+from cifarlab import data
+from cifarlab.evaluation import evaluate, figures
 from cifarlab.layout import Layout
 
 REAL_CIFAR100 = Path(

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifarlab import config, course, figures
-from cifarlab.data import Dataset
+from cifarlab import config, course
+from cifarlab.data.datasets import Dataset
+from cifarlab.evaluation import figures
 from cifarlab.layout import Layout
 
 
@@ -98,13 +99,14 @@ def test_the_drawn_schedule_is_the_optimizers_warm_up_then_cosine_to_zero():
 
 
 def test_architecture_card_counts_what_the_built_model_holds():
-    from cifarlab import bench, models
+    from cifarlab import models
+    from cifarlab.models.flops import count_flops
 
     cfg = _cfg("baseline")
     card = course.architecture("baseline", cfg, show_summary=False)
     built = models.build(cfg)
     assert card["params"] == built.count_params() == card["trainable_params"]
-    assert card["forward_mflops_per_image"] == round(bench.count_flops(built) / 1e6, 1) == 109.8
+    assert card["forward_mflops_per_image"] == round(count_flops(built) / 1e6, 1) == 109.8
 
 
 RESULTS_MD = Path(__file__).resolve().parents[1] / "RESULTS.md"
@@ -174,7 +176,8 @@ def test_reading_is_written_from_the_results_files(tmp_path):
 def test_the_cpu_tuned_recipe_is_drawn_as_it_trains():
     """The cpu profile's tuned model is the airbench recipe: ThirdModel draws its linear
     schedule, its alternating flips with whole-pixel shifts, and its network."""
-    from cifarlab import bench, models
+    from cifarlab import models
+    from cifarlab.models.flops import count_flops
 
     cfg = _cfg("tuned")
     assert cfg.hp["arch"] == "airbench" and cfg.schedule == "linear"
@@ -198,5 +201,5 @@ def test_the_cpu_tuned_recipe_is_drawn_as_it_trains():
             seen.append(found.pop())
         assert all(a != b for a, b in zip(seen, seen[1:]))  # mirrored every other epoch
     card = course.architecture("tuned", cfg, show_summary=False)
-    assert card["forward_mflops_per_image"] == round(bench.count_flops(models.build(cfg)) / 1e6, 1)
+    assert card["forward_mflops_per_image"] == round(count_flops(models.build(cfg)) / 1e6, 1)
     assert card["forward_mflops_per_image"] > 230  # airbench94's widths: 236 MFLOP

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from conftest import make_cifar10_archive, make_cifar100_archive, make_image_folder
 
-from cifarlab import archives, data, images
+from cifarlab import data
+from cifarlab.data import archives, images
 from cifarlab.errors import DataError, UnsafeInputError
 
 # ----------------------------------------------------------------- official archives

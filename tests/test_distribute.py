@@ -5,7 +5,7 @@
   2% per epoch;
 - two MultiWorkerMirroredStrategy workers on 127.0.0.1 ports (TF_CONFIG) complete a smoke
   run, follow the same single-device trajectory and end with identical weights (Keras 3
-  needs ``cifarlab._tf_multiworker`` for that, keras-team/keras#20585); a bad TF_CONFIG
+  needs ``cifarlab.training._tf_multiworker`` for that, keras-team/keras#20585); a bad TF_CONFIG
   and an unsearched ``tuned`` are refused in one line;
 - a KerasTuner chief with two workers on 127.0.0.1 runs one search whose trials are
   split between the workers.
@@ -37,7 +37,8 @@ def _free_ports(n: int) -> list[int]:
 
 TRAJECTORY = """
     import json, sys
-    from cifarlab import config, train
+    from cifarlab import config
+    from cifarlab.training import train
     # overfit: no dropout, no augmentation, no batch norm -> replicas see the same math
     cfg = config.model_config("overfit", "smoke").replace(epochs=3, batch_size={bs}, dataset_limit=640,
                                                           learning_rate={lr})

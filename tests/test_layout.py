@@ -15,7 +15,20 @@ from cifarlab.layout import Layout, atomic_path, run_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "cifarlab"
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+#: every module of the package, dotted from the package root ("data.batches", "cli")
+MODULES = sorted(
+    ".".join(p.relative_to(PACKAGE).with_suffix("").parts)
+    for p in PACKAGE.rglob("*.py")
+    if p.stem not in ("__init__", "__main__")
+)
+#: the package's layers, bottom first: a module may import its own layer and those below.
+#: The foundations, then the data's order (data, models, training, evaluation), then what
+#: drives the series. Top-level modules are a layer each; a subpackage is one layer.
+LAYERS = [
+    "errors", "layout", "hardware", "config",
+    "data", "models", "training", "evaluation",
+    "backend", "notebooks", "course", "series", "ablation", "bench", "cli",
+]  # fmt: skip
 OUTPUT_FOLDERS = {
     "saved_models",
     "histories",
@@ -28,23 +41,41 @@ OUTPUT_FOLDERS = {
 }
 
 
+def _path(module: str) -> Path:
+    return PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
+
+
 def _imports(module: str) -> set[str]:
-    """cifarlab modules that ``module`` imports anywhere (top level or inside functions)."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    """cifarlab modules (dotted, as MODULES) that ``module`` imports anywhere (top level or
+    inside functions); ``from cifarlab.data import datasets`` counts as data.datasets, an
+    import of a subpackage's own names as the subpackage's modules it names."""
+    tree = ast.parse(_path(module).read_text())
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "cifarlab":
-                found |= {a.name for a in node.names}
-            elif node.module.startswith("cifarlab."):
-                found.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cifarlab"):
+            base = node.module.removeprefix("cifarlab").lstrip(".")
+            for a in node.names:
+                full = f"{base}.{a.name}" if base else a.name
+                found.add(full if full in MODULES or full in LAYERS else base)
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("cifarlab.")}
-    return found & set(MODULES)
+            found |= {
+                a.name.removeprefix("cifarlab.")
+                for a in node.names
+                if a.name.startswith("cifarlab.")
+            }
+    return {m for m in found if m}
+
+
+def _layer(module: str) -> int:
+    return LAYERS.index(module.split(".")[0])
+
+
+def test_every_module_belongs_to_a_layer():
+    assert {m.split(".")[0] for m in MODULES} == set(LAYERS)
 
 
 def test_no_two_modules_import_each_other_directly_or_through_others():
-    graph = {m: _imports(m) for m in MODULES}
+    graph = {m: {n for n in _imports(m) if n in MODULES} for m in MODULES}
     state: dict[str, int] = {}
 
     def visit(m: str, path: list[str]) -> None:
@@ -63,14 +94,41 @@ def test_no_two_modules_import_each_other_directly_or_through_others():
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_module_stays_readable_in_size(module):
-    lines = len((PACKAGE / f"{module}.py").read_text().splitlines())
-    assert lines <= 450, f"{module}.py has {lines} lines: split it by concern"
+def test_no_module_imports_a_layer_above_its_own(module):
+    above = sorted(n for n in _imports(module) if _layer(n) > _layer(module))
+    assert not above, f"{module} imports {above}, above its layer"
+
+
+def test_importing_cifarlab_leaves_the_environment_as_it_found_it(tmp_path):
+    """Also where `cifarlab bench` recorded a fastest backend for this very machine."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from cifarlab.hardware import cpu_name
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    record = {"backend": "torch", "date": "x", "processor": cpu_name(), "cpu_count": os.cpu_count()}
+    (cache / "fastest_backend.json").write_text(json.dumps(record))
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["CIFARLAB_CACHE_DIR"] = str(cache)
+    probe = (
+        "import json, os; before = dict(os.environ); import cifarlab, cifarlab.data, "
+        "cifarlab.config; print(json.dumps(dict(os.environ) == before))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "true", out.stderr[-500:]
+    # the record is one the command line's explicit step does follow, and says so
+    step = "from cifarlab.backend import choose_backend; choose_backend()"
+    out = subprocess.run([sys.executable, "-c", step], env=env, capture_output=True, text=True)
+    assert "Keras backend torch" in out.stdout, out.stderr[-500:]
 
 
 @pytest.mark.parametrize("module", [m for m in MODULES if m != "layout"])
 def test_only_the_layout_module_names_an_output_folder(module):
-    text = (PACKAGE / f"{module}.py").read_text()
+    text = _path(module).read_text()
     assert "saved_models" not in text and "histories" not in text
     strings = {
         n.value
@@ -87,7 +145,7 @@ def test_the_model_names_are_spelled_once():
         for m in MODULES
         if re.search(
             r"""["']baseline["'],\s*["']overfit["'],\s*["']tuned["']""",
-            (PACKAGE / f"{m}.py").read_text(),
+            _path(m).read_text(),
         )
     ]
     assert spelled == ["config"]
@@ -96,8 +154,8 @@ def test_the_model_names_are_spelled_once():
 def test_readme_layout_section_lists_every_module_once():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
-    listed = re.findall(r"^- `(\w+)\.py`", section, flags=re.M)
-    assert sorted(listed) == sorted(MODULES + ["__init__", "__main__"]), listed
+    listed = [m.replace("/", ".") for m in re.findall(r"^\s*- `([\w/]+)\.py`", section, flags=re.M)]
+    assert sorted(listed) == sorted(MODULES), listed
     assert len(listed) == len(set(listed))
 
 

@@ -111,6 +111,24 @@ def test_the_four_notebooks_run_in_order_and_leave_everything(executed):
     assert (out / "reports" / "results.csv").is_file() and (out / "reports" / "figures").is_dir()
 
 
+def test_the_series_prints_its_plan_first_and_its_actual_time_last(executed):
+    """Without a budget (the smoke profile's default) the plan still predicts the recipes'
+    time; every model's evidence and the report hold planned and actual minutes."""
+    out, log = executed
+    lines = log.splitlines()
+    first_notebook = next(i for i, ln in enumerate(lines) if ln.startswith("[1/4]"))
+    head = "\n".join(lines[:first_notebook])
+    assert "plan: " in head and "predicted to finish at" in head
+    assert re.search(r"series done in [\d.]+ min \(the plan predicted [\d.]+\)", lines[-1])
+    p = json.loads((out / "reports" / "plan.json").read_text())
+    assert p["budget_min"] is None and p["actual_total_s"] > 0
+    for m in ("baseline", "overfit", "tuned", "vgg16"):
+        meta = json.loads((out / "saved_models" / f"{m}.json").read_text())
+        assert meta["plan"]["count"] == meta["config"]["epochs"] == p["planned"][m]
+        assert meta["plan"]["planned_min"] > 0 and meta["plan"]["actual_min"] > 0
+    assert "## Time: planned and actual" in (out / "reports" / "results.md").read_text()
+
+
 @pytest.mark.parametrize(
     "name,min_images",
     [("TrainingModels", 9), ("ThirdModel", 3), ("TestModels", 4), ("VisualizeModel", 20)],
@@ -235,43 +253,41 @@ def test_executed_test_notebook_table_equals_results_csv(executed):
         )
 
 
-def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
+def test_a_series_on_a_folder_without_a_dataset_stops_before_any_notebook(tmp_path):
     # a folder that exists (so the command line lets it through) but holds no dataset:
-    # the first notebook's data cell fails
+    # the plan, made before the first notebook, reads the data and stops there
     (tmp_path / "not-a-dataset").mkdir()
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cifarlab",
-            "notebooks",
-            "--dataset",
-            str(tmp_path / "not-a-dataset"),
-            "--profile",
-            "smoke",
-            "--out",
-            str(tmp_path),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    cmd = [sys.executable, "-m", "cifarlab", "notebooks", "--dataset",
+           str(tmp_path / "not-a-dataset"), "--profile", "smoke", "--out", str(tmp_path), "--quiet"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 2
-    # the kernel may log its own start-up lines; ours is the last word, and a single line
     last = [line for line in r.stderr.splitlines() if line.strip()][-1]
-    assert last.startswith("cifarlab: error: notebook TrainingModels.ipynb failed in cell")
-    assert "train/<class>" in last and "Traceback" not in r.stderr
-    assert "[1/4] TrainingModels.ipynb" in r.stdout and "[2/4]" not in r.stdout  # stopped there
+    assert last.startswith("cifarlab: error: ") and "train/<class>" in last
+    assert "Traceback" not in r.stderr and "[1/4]" not in r.stdout
+
+
+def test_a_failing_notebook_is_named_with_its_cell(tmp_path):
+    from cifarlab.errors import CifarlabError
+    from cifarlab.notebooks import run_notebooks
+
+    (tmp_path / "not-a-dataset").mkdir()  # the first notebook's data cell fails
+    with pytest.raises(CifarlabError) as err:
+        run_notebooks(
+            str(tmp_path / "not-a-dataset"), "smoke", tmp_path, names=("TrainingModels",),
+            progress=False,
+        )  # fmt: skip
+    message = str(err.value)
+    assert message.startswith("notebook TrainingModels.ipynb failed in cell")
+    assert "train/<class>" in message and "\n" not in message
     json.loads((tmp_path / "reports" / "notebooks" / "TrainingModels.ipynb").read_text())
     page = (tmp_path / "reports" / "notebooks" / "TrainingModels.html").read_text()
     assert "DataError" in page  # the failed run's traceback, readable in a browser
 
 
 def test_bench_times_the_same_training_in_a_process_and_in_a_notebook_kernel():
-    from cifarlab import bench, notebooks
+    from cifarlab.bench import kernels, throughput
 
-    k = notebooks.kernel_vs_process("baseline", "smoke", steps=2, epochs=1)
+    k = kernels.kernel_vs_process("baseline", "smoke", steps=2, epochs=1)
     assert k["process_s"] > 0 and k["kernel_s"] > 0
     assert k["ratio"] == pytest.approx(k["kernel_s"] / k["process_s"])
     result = {
@@ -286,4 +302,4 @@ def test_bench_times_the_same_training_in_a_process_and_in_a_notebook_kernel():
         "pipeline": {},
         "kernel_vs_process": k,
     }
-    assert f"ratio **{k['ratio']:.3f}**" in bench.markdown(result)
+    assert f"ratio **{k['ratio']:.3f}**" in throughput.markdown(result)

@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_train import RUNNER, _epochs_done, _kill_after, _train_cmd
 
-from cifarlab import data, images
+from cifarlab import data
+from cifarlab.data import images
 from cifarlab.errors import DataError
 
 # ----------------------------------------------------------------- property-based
@@ -123,7 +124,7 @@ def _unknown_class_model(tmp_path: Path) -> Path:
 
 def test_model_with_an_unknown_class_is_refused(tmp_path):
     from cifarlab.errors import CifarlabError
-    from cifarlab.inference import load_model
+    from cifarlab.evaluation.inference import load_model
 
     with pytest.raises(CifarlabError, match="refused to load .*unknown class"):
         load_model(_unknown_class_model(tmp_path))
@@ -133,7 +134,7 @@ def test_model_with_a_lambda_layer_is_refused_in_safe_mode(tmp_path):
     import keras
 
     from cifarlab.errors import CifarlabError
-    from cifarlab.inference import load_model
+    from cifarlab.evaluation.inference import load_model
 
     inp = keras.Input((4,))
     keras.Model(inp, keras.layers.Lambda(lambda t: t + 1)(inp)).save(tmp_path / "l.keras")

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifarlab import data, images
+from cifarlab import data
+from cifarlab.data import images
 
 MODELS = ("baseline", "overfit", "tuned", "vgg16")
 
@@ -325,7 +326,7 @@ def test_model_trained_on_other_classes_than_the_dataset_is_refused(series, tmp_
 def test_the_test_split_is_predicted_once_per_model_and_reused(series, monkeypatch):
     """Evaluation and the figures asked for every model's test predictions during the
     series; asking again must reuse them, not predict."""
-    from cifarlab import inference
+    from cifarlab.evaluation import inference
 
     ds = data.load_dataset(str(series["data"]), progress=False)
 

@@ -13,19 +13,12 @@ import numpy as np
 import pytest
 from conftest import BACKENDS, python_with
 
-from cifarlab import (
-    batches,
-    config,
-    data,
-    evidence,
-    inference,
-    models,
-    recipe,
-    train,
-    tta,
-    tune,
-)
+from cifarlab import config, data, models
+from cifarlab.data import batches
 from cifarlab.errors import CifarlabError
+from cifarlab.evaluation import inference
+from cifarlab.models import tta
+from cifarlab.training import evidence, recipe, train, tune
 
 
 def _cfg(name: str, **kw) -> config.TrainConfig:
@@ -41,7 +34,10 @@ def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, 
     saved under TensorFlow predict the same under JAX and torch too (float32 inside)."""
     code = f"""
         import numpy as np, keras
-        from cifarlab import airbench as airbench_module, config, evidence, models, recipe
+        from cifarlab.models import airbench as airbench_module
+        from cifarlab import config, models
+        from cifarlab.data import batches
+        from cifarlab.training import evidence, recipe
         x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("uint8")
         y = np.arange(16) % 10
         airbench = dict(  # the tuned model as the airbench family, every part on
@@ -55,7 +51,7 @@ def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, 
             m = models.build_vgg16(cfg, weights="none") if name == "vgg16" else models.build(cfg)
             airbench_module.init_from_data(m, cfg, x)
             recipe.compile_model(m, cfg, 2)
-            m.fit(x, recipe.one_hot(y, 10), epochs=1, steps_per_epoch=1, batch_size=8, verbose=0)
+            m.fit(x, batches.one_hot(y, 10), epochs=1, steps_per_epoch=1, batch_size=8, verbose=0)
             saved = evidence.model_for_saving(m, cfg)  # tuned: test-time flip inside
             saved.save(r"{tmp_path}/" + name + ".keras")
             np.save(r"{tmp_path}/" + name + ".npy", saved.predict(x, verbose=0))
@@ -130,7 +126,7 @@ def test_test_time_flip_averaging_is_part_of_the_saved_forward_pass(tmp_path):
 
 
 def test_progress_is_a_bar_in_a_terminal_and_silent_when_off():
-    from cifarlab import callbacks
+    from cifarlab.training import callbacks
 
     assert not callbacks.in_notebook()
     assert callbacks.keras_verbose(True) == 1 and callbacks.keras_verbose(False) == 0
@@ -551,7 +547,7 @@ def test_config_command_prints_every_setting_a_model_trains_with():
 
 def test_the_tensorflow_pipeline_yields_exactly_the_batches_of_the_pydataset():
     pytest.importorskip("tensorflow", reason="the tf.data path exists only with TensorFlow")
-    from cifarlab import _tf_data
+    from cifarlab.data import _tf_data
 
     n = 53
     x = np.arange(n, dtype="float32").reshape(n, 1, 1, 1).repeat(2, 2)
@@ -579,3 +575,68 @@ def test_the_tensorflow_pipeline_yields_exactly_the_batches_of_the_pydataset():
         for g, w in zip(got, want):
             for a, b in zip(g if seq.y is not None else [g], w if seq.y is not None else [w]):
                 np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------- precision rule
+_DEVICES = {
+    "H100 (9.0)": ({"kind": "gpu", "capability": (9, 0)}, "mixed_bfloat16"),
+    "A100 (8.0)": ({"kind": "gpu", "capability": (8, 0)}, "mixed_bfloat16"),
+    "T4 (7.5)": ({"kind": "gpu", "capability": (7, 5)}, "mixed_float16"),
+    "V100 (7.0)": ({"kind": "gpu", "capability": (7, 0)}, "mixed_float16"),
+    "P100 (6.0)": ({"kind": "gpu", "capability": (6, 0)}, "float32"),
+    "TPU": ({"kind": "tpu"}, "mixed_bfloat16"),
+    "CPU": ({"kind": "cpu"}, "float32"),
+}
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+@pytest.mark.parametrize("device", list(_DEVICES))
+def test_auto_precision_follows_what_the_device_computes_fast(device, backend):
+    from cifarlab.hardware import auto_precision
+
+    desc, expected = _DEVICES[device]
+    assert auto_precision(desc, backend, cpu_bf16=False) == expected
+
+
+def test_auto_precision_on_a_bfloat16_cpu_only_under_tensorflow():
+    from cifarlab.hardware import auto_precision
+
+    assert auto_precision({"kind": "cpu"}, "tensorflow", cpu_bf16=True) == "mixed_bfloat16"
+    assert auto_precision({"kind": "cpu"}, "jax", cpu_bf16=True) == "float32"
+
+
+def test_each_backend_reports_a_faked_gpu_capability(monkeypatch):
+    """The device description comes from each backend's own API (faked here: no GPU)."""
+    import sys
+    import types
+
+    from cifarlab.hardware import accelerator
+
+    jax_dev = types.SimpleNamespace(platform="gpu", compute_capability="7.5", device_kind="T4")
+    monkeypatch.setitem(sys.modules, "jax", types.SimpleNamespace(devices=lambda: [jax_dev]))
+    assert accelerator("jax")["capability"] == (7, 5)
+    cuda = types.SimpleNamespace(
+        is_available=lambda: True,
+        get_device_capability=lambda i: (8, 6),
+        get_device_name=lambda i: "A10",
+    )
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    assert accelerator("torch") == {"kind": "gpu", "capability": (8, 6), "name": "A10"}
+    gpu = object()
+    cfg = types.SimpleNamespace(
+        list_logical_devices=lambda kind: [],
+        list_physical_devices=lambda kind: [gpu],
+        experimental=types.SimpleNamespace(
+            get_device_details=lambda d: {"compute_capability": (6, 0), "device_name": "P100"}
+        ),
+    )
+    monkeypatch.setitem(sys.modules, "tensorflow", types.SimpleNamespace(config=cfg))
+    assert accelerator("tensorflow")["capability"] == (6, 0)
+
+
+def test_set_precision_auto_is_float32_on_this_cpu_and_recorded(monkeypatch):
+    from cifarlab.training import evidence, recipe
+
+    monkeypatch.setattr(recipe, "cpu_has_bf16", lambda: False)
+    assert recipe.set_precision("auto") == "float32"
+    assert evidence.environment()["hardware"]["accelerator"] == {"kind": "cpu"}

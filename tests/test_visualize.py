@@ -11,7 +11,8 @@ def test_input_gradient_patterns_and_gradcam_work_on_each_backend(backend, tmp_p
     code = f"""
         import numpy as np, keras
         from pathlib import Path
-        from cifarlab import config, models, visualize
+        from cifarlab import config, models
+        from cifarlab.evaluation import visualize
         # d/dx sum(x^2) = 2x, through the backend's own autodiff
         x = np.arange(6, dtype="float32").reshape(2, 3)
         v, g = visualize.input_gradient(lambda t: keras.ops.sum(t * t), x)

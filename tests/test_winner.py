@@ -6,7 +6,7 @@ import keras_tuner as kt
 import pytest
 
 from cifarlab.errors import CifarlabError
-from cifarlab.winner import noise_margin, pick_winner
+from cifarlab.training.winner import noise_margin, pick_winner
 
 RECIPE = {"optimizer": "sgd", "widths": "64-256-256"}
 

@@ -1,10 +1,7 @@
-"""cifarlab: a reproducible small-image classification experiment series on Keras 3."""
+"""cifarlab: a reproducible small-image classification experiment series on Keras 3.
+
+Importing it changes nothing in the environment: the command line chooses the Keras
+backend explicitly (cifarlab.backend).
+"""
 
 __version__ = "0.1.0"
-
-import sys as _sys
-
-if "keras" not in _sys.modules:  # Keras fixes its backend when first imported
-    from cifarlab.hardware import choose_backend as _choose_backend
-
-    _choose_backend()

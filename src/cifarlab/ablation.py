@@ -5,7 +5,7 @@
 (:data:`PARTS`), with the same data, seed, epochs and batch, each run in its own output
 root (``ablation/<part>/``, cifarlab.layout). Every saved model is scored the way anyone
 can score it: Keras' safe-mode ``load_model`` and ``predict`` on the raw uint8 test
-images (cifarlab.inference); test-time views count only where they are part of the saved
+images (cifarlab.evaluation.inference); test-time views count only where they are part of the saved
 model. ``reports/ablation.csv`` and ``ablation.md`` hold test accuracy, top-5, the
 difference to the whole recipe and the training time, as airbench's own ablation table
 does; ``reports/figures/ablation_minutes.png`` each run's accuracy against its minutes.
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cifarlab.config import TrainConfig, airbench_config, resolve_profile
-from cifarlab.data import Dataset, load_dataset
+from cifarlab.data.datasets import Dataset, load_dataset
 from cifarlab.errors import CifarlabError
 from cifarlab.layout import atomic_path, layout
 
@@ -78,8 +78,8 @@ def run_ablation(
     (default: all of :data:`PARTS`); returns the table it writes. ``epochs`` and
     ``batch_size`` override the profile's (the learning rate scales with the batch),
     ``widths`` the three conv groups' channels."""
-    from cifarlab.inference import predict_test
-    from cifarlab.train import train_model
+    from cifarlab.evaluation.inference import predict_test
+    from cifarlab.training.train import train_model
 
     profile = resolve_profile(profile)
     parts = list(PARTS) if parts is None else parts
@@ -128,8 +128,8 @@ def run_ablation(
 
 def _figure(root, table, ds: Dataset, profile: str) -> None:
     """reports/figures/ablation_minutes.png: each run's validation accuracy against its
-    training minutes, its test accuracy at the end (cifarlab.figures.minutes_curve)."""
-    from cifarlab.figures import accuracy_vs_minutes, minutes_curve
+    training minutes, its test accuracy at the end (cifarlab.evaluation.figures.minutes_curve)."""
+    from cifarlab.evaluation.figures import accuracy_vs_minutes, minutes_curve
 
     runs = [
         minutes_curve(root.ablation_run(row[0]).root, "tuned", _label(row[0]), row.test_accuracy)
@@ -157,7 +157,7 @@ def _finished(run, cfg: TrainConfig, ds: Dataset, seed: int) -> bool:
 def _write(root, rows, ds, profile, seed, base) -> pd.DataFrame:
     import pandas as pd
 
-    from cifarlab.evaluate import markdown_table
+    from cifarlab.evaluation.evaluate import markdown_table
 
     table = pd.DataFrame(rows)
     whole = table.loc[table["part removed"] == WHOLE, "test_accuracy"].iloc[0]

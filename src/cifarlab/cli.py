@@ -61,6 +61,34 @@ def _common(p: argparse.ArgumentParser, training: bool = True) -> None:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _budget(text: str) -> float | str | None:
+    """--budget: minutes (a number above 0), ``none`` or ``auto``."""
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = 0.0
+    if not minutes > 0 or minutes != minutes or minutes == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a budget: give minutes above 0, none or auto"
+        )
+    return minutes
+
+
+def _budget_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--budget",
+        type=_budget,
+        default="auto",
+        metavar="MIN",
+        help="minutes for the whole series, from its start to the last figure: the series "
+        "measures this machine, sizes every model's epochs to it and says when it will "
+        "finish (default auto: 60 on the cpu profile, none on smoke and full); none: the "
+        "profile's recipes as they are, their time still predicted",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="cifarlab",
@@ -125,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         "then evaluate and visualize",
     )
     _common(r)
+    _budget_option(r)
 
     nb = sub.add_parser(
         "notebooks",
@@ -132,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "copies under --out (what `make run` does)",
     )
     _common(nb)
+    _budget_option(nb)
 
     e = sub.add_parser("evaluate", help="evaluate saved models on the untouched test split")
     _common(e, training=False)
@@ -214,7 +244,7 @@ def _os_error_line(exc: OSError) -> str:
 
 
 def _load_backend() -> None:
-    from cifarlab.hardware import choose_backend
+    from cifarlab.backend import choose_backend
 
     choose_backend()  # the fastest backend `cifarlab bench` measured here, unless KERAS_BACKEND is set
     with _quiet_native_logs():
@@ -299,7 +329,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     _check_before_backend(args)
     _load_backend()
     if args.command == "predict":
-        from cifarlab.predict import predict_files
+        from cifarlab.evaluation.predict import predict_files
 
         results = predict_files(args.images, args.model, top_k=args.top_k)
         if args.json:
@@ -311,7 +341,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                     print(f"  {c['probability']:7.2%}  {c['class']}")
         return 0
     if args.command == "bench":
-        from cifarlab import bench
+        from cifarlab.bench import throughput as bench
 
         if args.steps < 2:
             raise CifarlabError("--steps must be at least 2")
@@ -334,7 +364,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 f.write("\n" + table)
         return 0
     if args.command in ("evaluate", "visualize"):
-        from cifarlab import evaluate, visualize
+        from cifarlab.evaluation import evaluate, visualize
 
         if args.command == "evaluate":
             table = evaluate.evaluate_all(args.out, dataset=args.dataset, models=args.models)
@@ -346,7 +376,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"wrote {len(files)} figures under {Layout(args.out).figures_dir}")
         return 0
 
-    from cifarlab import config, train
+    from cifarlab import config
+    from cifarlab.training import train
 
     profile = config.resolve_profile(args.profile)
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size}
@@ -362,7 +393,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "train":
         train.train_model(args.model, **common, distribute=args.distribute)
     elif args.command == "tune":
-        from cifarlab import tune
+        from cifarlab.training import tune
 
         tune.run_search(**common, max_trials=args.max_trials)
     elif args.command == "ablate":
@@ -376,7 +407,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "run":
         from cifarlab.series import run_series
 
-        run_series(**common)
+        run_series(**common, budget=args.budget)
     elif args.command == "notebooks":
         from cifarlab.notebooks import run_notebooks
 
@@ -389,6 +420,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             epochs=args.epochs,
             batch_size=args.batch_size,
+            budget=args.budget,
         )
     return 0
 
@@ -402,28 +434,28 @@ def _check_before_backend(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             raise CifarlabError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     if args.command == "predict":
-        from cifarlab.images import load_image_file
-        from cifarlab.inference import check_model_file
+        from cifarlab.data.images import load_image_file
+        from cifarlab.evaluation.inference import check_model_file
 
         for image in args.images:  # read now, and again (cheap) when predicting
             load_image_file(image)
         check_model_file(args.model)
     elif args.command in ("evaluate", "visualize"):
-        from cifarlab.inference import trained_models
+        from cifarlab.evaluation.inference import trained_models
 
         trained_models(args.out, args.models)
     if getattr(args, "dataset", None) and args.command != "bench":
-        from cifarlab.data import dataset_path
+        from cifarlab.data.datasets import dataset_path
 
         dataset_path(args.dataset)
     if getattr(args, "distribute", None) == "multiworker":
-        from cifarlab.distribute import check_tf_config
+        from cifarlab.training.distribute import check_tf_config
 
         check_tf_config()
 
 
 def _data_info(args: argparse.Namespace) -> int:
-    from cifarlab.data import load_dataset
+    from cifarlab.data.datasets import load_dataset
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -3,7 +3,7 @@
 Every setting of every model lives in :data:`RECIPES` (and the search budget in
 :data:`SEARCH_BUDGET`): what a model uses on a profile is its ``"all"`` entry updated
 by its profile's entry, nothing else. The searched ``tuned`` model starts from its
-recipe and takes the search's winner (cifarlab.tune). CLI flags override single
+recipe and takes the search's winner (cifarlab.training.tune). CLI flags override single
 fields. ``cifarlab config MODEL --profile P`` prints the resolved config; it is also
 saved with every model.
 """
@@ -175,7 +175,7 @@ PROFILE_DATA: dict[str, dict] = {
 # vs 15% validation after 39 steps). 0.9 (~10 steps), as fast CIFAR recipes use.
 BN_MOMENTUM = 0.9
 
-#: The airbench recipe (airbench94, ../shared/FAST_RECIPES.md) as a ``tuned`` config, per
+#: The airbench recipe (airbench94; KellerJordan/cifar10-airbench, arXiv 2404.00498) as a ``tuned`` config, per
 #: profile: the search's starting point on cpu and full, and what ``cifarlab ablate``
 #: trains whole and with each part removed (cifarlab.ablation). Mean-loss units: peak
 #: rate 1.5 at batch 1024 (scaled linearly with the batch), coupled L2 1.3e-3. cpu:
@@ -286,7 +286,7 @@ RECIPES: dict[str, dict[str, dict]] = {
         "full": dict(epochs=40, batch_size=256, train_subset=10_000),
     },
     "tuned": {
-        # The search's starting point and defaults (the search, cifarlab.tune, budget
+        # The search's starting point and defaults (the search, cifarlab.training.tune, budget
         # below, may change all of it). smoke: a BN residual net, SGD + Nesterov, warm-up
         # + cosine, label smoothing, flip + shift, test-time flip; cpu and full: the
         # airbench recipe (AIRBENCH above). The residual net was the cpu recipe until it
@@ -355,7 +355,7 @@ def airbench_config(profile: str | None, **overrides) -> TrainConfig:
 
 #: The search budget per profile: trials, epochs per trial, training images per trial
 #: (a stratified subset of the training split; None: all), batch size of a trial, and
-#: the airbench widths a trial may take (None: all of cifarlab.tune.WIDTHS). A trial must
+#: the airbench widths a trial may take (None: all of cifarlab.training.tune.WIDTHS). A trial must
 #: take enough optimiser steps to rank recipes the way full training would: at 94 steps
 #: per trial (3 epochs x 8,000 images, batch 256) every trial scored 10-29% and the
 #: fastest starter (no batch norm) won, measured here; cpu trials take 237 (batch 128).
@@ -379,6 +379,38 @@ SEARCH_BUDGET = {
         max_trials=20, epochs=10, train_subset=None, batch_size=1024, widths=None, families=None
     ),
 }
+
+
+# --------------------------------------------------------------------------- the budget
+#: The default time budget of a whole series per profile, in minutes (None: the recipes as
+#: they are). cpu: the hour it promises, on any CPU (cifarlab.training.budget).
+DEFAULT_BUDGET: dict[str, float | None] = {"smoke": None, "cpu": 60, "full": None}
+
+#: How a budget is divided: each part's share of the training time left once the fixed
+#: costs are counted. tuned, the series' best model, gets the most (RESULTS.md, budget).
+BUDGET_SHARES = {"baseline": 0.10, "overfit": 0.07, "search": 0.08, "tuned": 0.55, "vgg16": 0.20}
+
+#: A part whose recipe cannot show its lesson within its share of a budget (its fixed
+#: cost and least epochs) is planned at the first of these smaller sizes that can (an
+#: ``hp`` update): tuned narrower, VGG16 on smaller inputs (its frozen feature pass over
+#: every image is most of its cost).
+BUDGET_ALTERNATIVES: dict[str, list[dict]] = {
+    "tuned": [dict(widths=[64, 128, 128])],
+    "vgg16": [dict(image_size=32)],
+}
+
+#: The least each part needs to show what it is for (epochs; trials for the search): a
+#: budget that cannot give every part its least is refused before any training.
+BUDGET_LEAST = {"baseline": 2, "overfit": 6, "search": 2, "tuned": 3, "vgg16": 2}
+
+#: No part takes more than this many times its recipe's epochs, however large the budget.
+BUDGET_MAX_FACTOR = 3
+
+#: Fixed costs the plan does not time itself, in seconds: saving a model with its
+#: evidence, every figure of a series, a notebook kernel's start (BENCHMARKS.md).
+BUDGET_SAVE_S = 5.0
+BUDGET_FIGURES_S = 180.0
+BUDGET_KERNEL_S = 15.0
 
 
 def model_config(model: str, profile: str | None, **overrides) -> TrainConfig:

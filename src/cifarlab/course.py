@@ -3,8 +3,8 @@ model's architecture and cost, its learning-rate schedule, the figure to expect 
 trains and a reading of the numbers after. The notebooks call these; they define nothing.
 
 Everything is computed from what the training itself uses: the stratified split and the
-config (cifarlab.data.prepare, cifarlab.train.resolve_config), the model builders
-(cifarlab.models), the schedule (cifarlab.recipe), the measured table in RESULTS.md and
+config (cifarlab.data.prepare, cifarlab.training.train.resolve_config), the model builders
+(cifarlab.models), the schedule (cifarlab.training.recipe), the measured table in RESULTS.md and
 the reports of cifarlab.evaluate.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarlab import figures
 from cifarlab.config import TrainConfig
-from cifarlab.data import Dataset, prepare
+from cifarlab.data.datasets import Dataset, prepare
+from cifarlab.evaluation import figures
 from cifarlab.layout import Layout, layout
 
 #: The measured figures the notebooks quote before each training (RESULTS.md's
@@ -30,7 +30,7 @@ def model_inputs(
     """``(split, cfg)`` exactly as ``name`` trains: its split and data statistics, the
     overrides (``epochs``, ``batch_size``; None = the profile's) applied; for ``tuned``
     the search's winner from ``out`` (run the search first)."""
-    from cifarlab.train import resolve_config
+    from cifarlab.training.train import resolve_config
 
     cfg = resolve_config(name, ds, profile, layout(out or "."), seed, False, search=False)
     cfg = cfg.override(**(overrides or {})).validate()
@@ -49,11 +49,11 @@ def samples(ds: Dataset, split, out, seed: int = 0) -> Path:
 def augmented_views(cfg: TrainConfig, x: np.ndarray, views: int = 6) -> np.ndarray:
     """``(len(x), views, 32, 32, 3)``: each image as stored, then ``views - 1`` epochs of
     what training does to it (seeded): the batches' alternating flips and whole-pixel
-    shifts (cifarlab.batches), then the model's own augmentation layers in training mode."""
+    shifts (cifarlab.data.batches), then the model's own augmentation layers in training mode."""
     import keras
 
-    from cifarlab.batches import training_batches
-    from cifarlab.models import model_augmentation
+    from cifarlab.data.batches import training_batches
+    from cifarlab.models.cnn import model_augmentation
 
     x = x.astype("float32")
     layer = model_augmentation(cfg)
@@ -77,7 +77,7 @@ def augmentation(name: str, cfg: TrainConfig, split, out, images: int = 4, views
 
 
 def _augmentation_words(cfg: TrainConfig) -> str:
-    from cifarlab.batches import batch_shift
+    from cifarlab.data.batches import batch_shift
 
     flip = (
         "alternating horizontal flip" if cfg.flip_mode == "alternate" else "random horizontal flip"
@@ -93,8 +93,9 @@ def _augmentation_words(cfg: TrainConfig) -> str:
 def architecture(name: str, cfg: TrainConfig, show_summary: bool = True) -> dict:
     """``name`` built from ``cfg`` (VGG16 without downloading weights): prints Keras'
     summary and returns the parameter counts and forward FLOPs per image."""
-    from cifarlab.bench import count_flops
-    from cifarlab.models import build, build_vgg16
+    from cifarlab.models import build
+    from cifarlab.models.flops import count_flops
+    from cifarlab.models.vgg16 import build_vgg16
 
     model = build_vgg16(cfg, weights="none") if name == "vgg16" else build(cfg)
     if show_summary:
@@ -116,10 +117,10 @@ def architecture(name: str, cfg: TrainConfig, show_summary: bool = True) -> dict
 
 def schedule_values(cfg: TrainConfig, train_images: int, points: int = 600):
     """``(steps, rates, steps_per_epoch)``: the learning rate the optimizer computes
-    (cifarlab.recipe.learning_rate) at up to ``points`` of the training's steps."""
+    (cifarlab.training.recipe.learning_rate) at up to ``points`` of the training's steps."""
     import keras
 
-    from cifarlab.recipe import learning_rate
+    from cifarlab.training.recipe import learning_rate
 
     per_epoch = cfg.steps_per_epoch(train_images)
     total = cfg.epochs * per_epoch

@@ -1,12 +1,10 @@
-"""What machine this is: processor, its bfloat16 support, a GPU; and the Keras backend
-that `cifarlab bench` measured fastest on it (no Keras import here: the backend is chosen
-before Keras loads)."""
+"""What machine this is: processor, its bfloat16 support, a GPU (no Keras import here)."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
+import time
 from pathlib import Path
 
 
@@ -55,65 +53,80 @@ def has_gpu() -> bool:
         return False
 
 
-# --------------------------------------------------------------------------- the backend
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """This processor's float32 matmul rate in GFLOP/s (NumPy, best of ``repeats``): the
+    figure every timing of this project is put beside."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
 
 
-def fastest_backend(rows: list[dict], models) -> str | None:
-    """The backend with the best total training time over ``models`` (the series' CNNs),
-    from the rows of `cifarlab bench`; None unless two backends or more were compared (a
-    bench of JAX alone once made it the default here, at a fifth of TensorFlow's speed)."""
-    by_backend: dict[str, float] = {}
-    default = {}  # each backend's first (= training's own) precision
-    for r in rows:
-        default.setdefault(r["backend"], r["precision"])
-    for r in rows:
-        if (
-            r["model"] in models
-            and r["model"] != "vgg16"  # its frozen base trains on cached features
-            and r["precision"] == default[r["backend"]]
-        ):
-            by_backend[r["backend"]] = (
-                by_backend.get(r["backend"], 0.0) + 1.0 / r["train_images_per_s"]
-            )
-    return min(by_backend, key=by_backend.get) if len(by_backend) > 1 else None
+# --------------------------------------------------------------------------- accelerators
 
 
-def backend_choice_path() -> Path:
-    from cifarlab.data import cache_dir
-
-    return cache_dir() / "fastest_backend.json"
-
-
-def record_fastest_backend(backend: str, result: dict) -> None:
-    p = backend_choice_path()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(
-        json.dumps(
-            {
-                "backend": backend,
-                "date": result["date"],
-                "processor": result["hardware"]["processor"],
-                "cpu_count": result["hardware"]["cpu_count"],
-            }
-        )
-    )
-
-
-def choose_backend() -> str | None:
-    """Set KERAS_BACKEND to the fastest measured on this hardware, unless the user set it.
-
-    Reads what `cifarlab bench` recorded; returns the choice (None: Keras' default)."""
-    import importlib.util
-
-    if "KERAS_BACKEND" in os.environ:
-        return None
+def accelerator(backend: str | None = None) -> dict:
+    """The first accelerator the Keras backend sees: ``{"kind": "gpu", "capability": (8,
+    0), "name": ...}``, ``{"kind": "tpu"}``, or ``{"kind": "cpu"}``. ``backend`` defaults
+    to KERAS_BACKEND (tensorflow when unset). Asks the backend's own device API."""
+    backend = backend or os.environ.get("KERAS_BACKEND", "tensorflow")
     try:
-        rec = json.loads(backend_choice_path().read_text())
-    except (OSError, ValueError):
-        return None
-    if rec.get("processor") != cpu_name() or rec.get("cpu_count") != os.cpu_count():
-        return None  # measured on other hardware
-    if importlib.util.find_spec(rec["backend"]) is None:
-        return None
-    os.environ["KERAS_BACKEND"] = rec["backend"]
-    return rec["backend"]
+        if backend == "jax":
+            import jax
+
+            dev = jax.devices()[0]
+            if dev.platform == "gpu":
+                cc = getattr(dev, "compute_capability", None) or "0.0"
+                return {"kind": "gpu", "capability": _capability(cc), "name": dev.device_kind}
+            return {"kind": dev.platform if dev.platform == "tpu" else "cpu"}
+        if backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return {
+                    "kind": "gpu",
+                    "capability": tuple(torch.cuda.get_device_capability(0)),
+                    "name": torch.cuda.get_device_name(0),
+                }
+            return {"kind": "cpu"}
+        import tensorflow as tf
+
+        if tf.config.list_logical_devices("TPU"):
+            return {"kind": "tpu"}
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            cc = details.get("compute_capability") or (0, 0)
+            return {"kind": "gpu", "capability": tuple(cc), "name": details.get("device_name")}
+    except Exception:  # a backend that cannot see its devices trains on the CPU
+        pass
+    return {"kind": "cpu"}
+
+
+def _capability(text: str) -> tuple[int, int]:
+    major, _, minor = str(text).partition(".")
+    return int(major or 0), int(minor or 0)
+
+
+def auto_precision(device: dict, backend: str, cpu_bf16: bool) -> str:
+    """The training precision ``auto`` means on ``device`` (:func:`accelerator`).
+
+    bfloat16 where the hardware computes in it: TPUs and GPUs of compute capability 8.0
+    and newer (A100, L4, H100); float16 with loss scaling on 7.x (V100, T4: tensor
+    cores without bfloat16, Keras' mixed-precision guide); float32 on older GPUs and on
+    CPUs, except CPUs with AVX512-BF16 / AMX under TensorFlow (oneDNN; BENCHMARKS.md)."""
+    if device.get("kind") == "tpu":
+        return "mixed_bfloat16"
+    if device.get("kind") == "gpu":
+        cc = tuple(device.get("capability") or (0, 0))
+        if cc >= (8, 0):
+            return "mixed_bfloat16"
+        return "mixed_float16" if cc >= (7, 0) else "float32"
+    return "mixed_bfloat16" if cpu_bf16 and backend == "tensorflow" else "float32"

@@ -18,6 +18,7 @@ root (``--out``, default ``.``)::
     reports/figures/<kind>_<model>.png  (and index.json)
     reports/notebooks/<Notebook>.ipynb  the executed notebooks
     reports/bench.json                `cifarlab bench`
+    reports/plan.json                 the series' plan to its time budget, planned and actual
     reports/ablation.csv, ablation.md `cifarlab ablate`: the airbench recipe taken apart
     ablation/<part>/                  the output root of each ablation run (this layout)
 
@@ -125,6 +126,10 @@ class Layout:
     @property
     def bench(self) -> Path:
         return self.reports_dir / "bench.json"
+
+    @property
+    def plan(self) -> Path:
+        return self.reports_dir / "plan.json"
 
     @property
     def ablation_csv(self) -> Path:

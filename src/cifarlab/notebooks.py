@@ -80,22 +80,42 @@ def run_notebooks(
     progress: bool = True,
     epochs: int | None = None,
     batch_size: int | None = None,
+    budget: float | str | None = "auto",
 ) -> list[Path]:
+    """Execute the notebooks ``names`` in order (executed copies and HTML under ``out``).
+
+    Args:
+        dataset, profile, out, seed, vgg16_weights: the series' settings, passed to every
+            notebook as its parameters.
+        names: which notebooks, in order.
+        kernel: the Jupyter kernel to run them in.
+        progress: a progress bar per notebook.
+        epochs, batch_size: override every model's (None: the profile's, or the plan's).
+        budget: minutes for the whole series (``auto``: the profile's default; None: the
+            recipes): the plan is made and printed before the first notebook starts.
+
+    Returns:
+        The executed notebooks' paths.
+    """
     import papermill as pm
     from jupyter_client.kernelspec import NoSuchKernel
     from nbclient.exceptions import DeadKernelError
 
     from cifarlab import config
+    from cifarlab.data.datasets import load_dataset
     from cifarlab.layout import Layout
+    from cifarlab.training import plan, timing
 
     out = Path(out).resolve()
     src = notebooks_dir()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the kernels inherit it
     layout = Layout(out)
     layout.notebooks_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    profile = config.resolve_profile(profile)
     params = {
         "dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,
-        "profile": config.resolve_profile(profile),
+        "profile": profile,
         "out": str(out),
         "seed": seed,
         "vgg16_weights": str(Path(vgg16_weights).resolve())
@@ -103,7 +123,14 @@ def run_notebooks(
         else vgg16_weights,
         "epochs": epochs,
         "batch_size": batch_size,
+        "budget": timing.resolve_budget(budget, profile, {"epochs": epochs}),
     }
+    if len(names) == len(ORDER):  # the whole series: its plan before the first notebook
+        ds = load_dataset(params["dataset"], progress=progress)
+        the_plan = timing.make_plan(
+            ds, profile, params["budget"], out, seed, notebooks=True, started=started
+        )
+        print(plan.describe(the_plan), flush=True)
     done = []
     for i, name in enumerate(names, 1):
         target = layout.executed_notebook(name)
@@ -145,80 +172,6 @@ def run_notebooks(
             flush=True,
         )
         done.append(target)
+    if len(names) == len(ORDER) and plan.read_plan(out):
+        print(plan.against_actual(plan.finish(out)), flush=True)
     return done
-
-
-# --------------------------------------------------------------------------- kernel tax
-
-_TRIAL = """
-import json, tempfile, time
-from pathlib import Path
-import numpy as np
-from cifarlab import bench, config, models, recipe, train
-recipe.set_precision("auto")
-cfg = config.model_config({model!r}, {profile!r}).replace(
-    **bench.RANDOM_IMAGE_STATS, num_classes=100, epochs={epochs})
-n = cfg.batch_size * {steps}
-rng = np.random.default_rng(0)
-x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-xv = rng.integers(0, 256, (n // 4, 32, 32, 3), dtype=np.uint8)
-y, yv = np.arange(n) % 100, np.arange(n // 4) % 100
-model = models.build(cfg)
-recipe.compile_model(model, cfg, {epochs} * {steps})
-with tempfile.TemporaryDirectory() as tmp:
-    t = time.perf_counter()
-    train.fit(model, cfg, x, y, xv, yv, Path(tmp) / "work", Path(tmp) / "logs", progress=True)
-    wall = time.perf_counter() - t
-print("KVP-JSON " + json.dumps(dict(seconds=wall)))
-"""
-
-
-def kernel_vs_process(
-    model: str = "tuned", profile: str = "cpu", steps: int = 40, epochs: int = 2,
-    kernel: str = KERNEL,
-) -> dict:  # fmt: skip
-    """The same training (``model`` on random images, ``epochs`` x ``steps`` steps with
-    validation, the library's own ``fit`` and callbacks, progress as each place shows
-    it) in a fresh Python process and in a Jupyter kernel run by papermill, back to
-    back. Returns both wall times and their ratio (kernel / process)."""
-    import subprocess
-    import tempfile
-
-    import nbformat
-    import papermill as pm
-
-    code = _TRIAL.format(model=model, profile=profile, steps=steps, epochs=epochs)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        raise CifarlabError(f"kernel-vs-process: the process trial failed: {r.stderr[-300:]}")
-    process = _kvp(r.stdout)
-    with tempfile.TemporaryDirectory() as tmp:
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-        nbformat.write(nb, f"{tmp}/trial.ipynb")
-        with _stderr_to(Path(tmp) / "kernel.log"):
-            pm.execute_notebook(
-                f"{tmp}/trial.ipynb", f"{tmp}/done.ipynb", kernel_name=kernel,
-                progress_bar=False, log_output=False,
-            )  # fmt: skip
-        done = nbformat.read(f"{tmp}/done.ipynb", as_version=4)
-    text = "".join(o.get("text", "") for o in done.cells[0].outputs if o.output_type == "stream")
-    in_kernel = _kvp(text)
-    return {
-        "model": model,
-        "profile": profile,
-        "steps_per_epoch": steps,
-        "epochs": epochs,
-        "process_s": process["seconds"],
-        "kernel_s": in_kernel["seconds"],
-        "ratio": in_kernel["seconds"] / process["seconds"],
-    }
-
-
-def _kvp(text: str) -> dict:
-    import json
-
-    line = next((ln for ln in text.splitlines() if ln.startswith("KVP-JSON ")), None)
-    if line is None:
-        raise CifarlabError("kernel-vs-process: the trial printed no result")
-    return json.loads(line.removeprefix("KVP-JSON "))

@@ -12,7 +12,7 @@ Measured in one run, because absolute times on shared machines are noisy:
 - the naive reference: the baseline architecture fed float arrays with ``fit``'s
   defaults (batch 32) on the TensorFlow backend;
 - with ``--epoch-starts``: the wait before each epoch's first step, NumPy arrays handed
-  to ``fit`` against :class:`cifarlab.batches.Batches` (see there why it matters).
+  to ``fit`` against :class:`cifarlab.data.batches.Batches` (see there why it matters).
 
 Each backend runs in its own process (Keras picks its backend at import).
 """
@@ -29,47 +29,17 @@ from pathlib import Path
 
 import numpy as np
 
+from cifarlab.backend import fastest_backend, record_fastest_backend
 from cifarlab.config import MODELS, model_config
-from cifarlab.hardware import fastest_backend, record_fastest_backend
+from cifarlab.hardware import matmul_gflops
+from cifarlab.models.flops import count_flops
 
 BACKENDS = ("tensorflow", "jax", "torch")
 #: The networks measured: the four models, and ``airbench`` (the tuned model as the
-#: airbench family at its default widths, cifarlab.airbench) beside them.
+#: airbench family at its default widths, cifarlab.models.airbench) beside them.
 NETWORKS = (*MODELS, "airbench")
 #: Normalisation statistics for the random uint8 images the measurements train on.
 RANDOM_IMAGE_STATS = dict(mean=[125.3, 123.0, 113.9], std=[63.0, 62.1, 66.7])
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
-
-
-def count_flops(model) -> int:
-    """Forward FLOPs per image of the convolution and dense layers (2 per multiply-add).
-
-    Normalisation, pooling and activations add well under 1% on these models."""
-    import keras
-
-    flops = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            flops += count_flops(layer)
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, h, w, c_out = layer.output.shape
-            kh, kw, c_in, _ = layer.kernel.shape
-            flops += 2 * h * w * kh * kw * c_in * c_out
-        elif isinstance(layer, keras.layers.Dense):
-            c_in, c_out = layer.kernel.shape
-            flops += 2 * c_in * c_out
-    return int(flops)
 
 
 def installed_backends() -> list[str]:
@@ -91,8 +61,11 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
     """Runs inside a process whose KERAS_BACKEND is already set."""
     import keras
 
-    from cifarlab import airbench, config, recipe
+    from cifarlab import config
     from cifarlab import models as mdl
+    from cifarlab.data import batches
+    from cifarlab.models import airbench
+    from cifarlab.training import recipe
 
     rows = []
     # what training uses ("auto": bf16 where the hardware gains), and float32 beside it
@@ -116,7 +89,7 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
         bs = cfg.batch_size
         n = bs * steps
         x = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-        y = recipe.one_hot(np.arange(n) % 100, 100)
+        y = batches.one_hot(np.arange(n) % 100, 100)
         model.fit(x[: bs * 2], y[: bs * 2], batch_size=bs, epochs=1, verbose=0)  # compile/warm up
         train_ips, whole = _timed_fit(model, x, y, bs)
         model.predict(x[:bs], batch_size=bs, verbose=0)
@@ -205,8 +178,8 @@ def _pipeline(dataset: str | None, batch_size: int) -> dict:
     """Input pipeline alone: JPEG decode (done once, then cached) and per-batch work."""
     import keras
 
-    from cifarlab import images
     from cifarlab import models as mdl
+    from cifarlab.data import images
 
     out = {}
     if dataset and Path(dataset).is_file():
@@ -237,7 +210,7 @@ def _pipeline(dataset: str | None, batch_size: int) -> dict:
         keras.ops.convert_to_numpy(aug(xb, training=True))
     out["batch_augment_images_per_s"] = n / (time.perf_counter() - t)
     # the airbench recipe's batches: gather, alternating flips, 2-pixel reflect-padded crops
-    from cifarlab.batches import Batches
+    from cifarlab.data.batches import Batches
 
     seq = Batches(x, y, batch_size, 0, x_mirror=x[:, :, ::-1].copy(), alternate=True, shift=2)
     t = time.perf_counter()
@@ -254,7 +227,7 @@ def _child(args: dict) -> None:
         rows.append(_naive_reference(args["steps"]))
     if args.get("pipeline"):
         extra = _pipeline(args.get("dataset"), args["batch_size"])
-    from cifarlab.batches import epoch_starts
+    from cifarlab.bench.pipeline import epoch_starts
 
     starts = epoch_starts() if args.get("epoch_starts") else None
     print(
@@ -277,8 +250,8 @@ def run_bench(
     epoch_start: bool = False,
 ) -> dict:
     from cifarlab.errors import CifarlabError
-    from cifarlab.evidence import environment
     from cifarlab.layout import Layout, write_json
+    from cifarlab.training.evidence import environment
 
     bad = [m for m in models if m not in NETWORKS]
     if bad:
@@ -303,7 +276,11 @@ def run_bench(
         }
         env = {**os.environ, "KERAS_BACKEND": b, "TF_CPP_MIN_LOG_LEVEL": "3"}
         r = subprocess.run(
-            [sys.executable, "-c", f"from cifarlab.bench import _child; _child({args!r})"],
+            [
+                sys.executable,
+                "-c",
+                f"from cifarlab.bench.throughput import _child; _child({args!r})",
+            ],
             capture_output=True,
             text=True,
             env=env,
@@ -318,7 +295,7 @@ def run_bench(
         starts = res.get("epoch_starts") or starts
     kvp = None
     if kernel:  # the notebook kernel's tax on training, if any (cifarlab.notebooks)
-        from cifarlab.notebooks import kernel_vs_process
+        from cifarlab.bench.kernels import kernel_vs_process
 
         print("timing the same training in a process and in a notebook kernel ...", flush=True)
         kvp = kernel_vs_process("tuned", profile, steps=steps, epochs=2)

@@ -1,11 +1,11 @@
 """The airbench family of networks: the parts of the fastest small-budget CIFAR recipes
-(Keller Jordan's airbench; ../shared/FAST_RECIPES.md) as switches of the ``tuned`` model.
+(Keller Jordan's airbench, KellerJordan/cifar10-airbench; arXiv 2404.00498) as switches of the ``tuned`` model.
 
 The network: a frozen 2x2 whitening convolution computed from training images, then
 three conv groups (conv, max-pool, batch norm, activation, conv, batch norm, activation)
 of widths such as 64/256/256, a global max-pool and a linear head whose logits are
 scaled down (airbench: by 1/9). Every part is a key of ``config.hp`` the search can
-switch (cifarlab.tune):
+switch (cifarlab.training.tune):
 
 - ``widths`` three group widths; ``convs`` convolutions per group (2: airbench94);
 - ``whiten`` the whitening layer (False: a trainable 3x3 stem conv of width 24);
@@ -20,9 +20,9 @@ switch (cifarlab.tune):
 - ``head_scale`` the logits' factor (1: none).
 
 The optimiser's parts (Nesterov SGD with coupled L2, a larger step for the batch-norm
-biases, lookahead, the linear decay) live in cifarlab.recipe; the alternating flips and
-whole-pixel shifts (reflect-padded crops) in cifarlab.batches; the multi-view test-time
-augmentation in :func:`cifarlab.tta.wrap`.
+biases, lookahead, the linear decay) live in cifarlab.training.recipe; the alternating flips and
+whole-pixel shifts (reflect-padded crops) in cifarlab.data.batches; the multi-view test-time
+augmentation in :func:`cifarlab.models.tta.wrap`.
 
 Built-in Keras layers only, so that a saved model loads with plain Keras on every
 backend: the data-dependent and identity initialisations are written into the weights
@@ -44,7 +44,7 @@ DEFAULTS = {k: v for k, v in AIRBENCH["all"]["hp"].items() if k != "arch"}
 
 
 def build_airbench(config: TrainConfig, inputs, x) -> keras.Model:
-    """The network on the normalised input ``x`` of ``inputs`` (cifarlab.models._inputs)."""
+    """The network on the normalised input ``x`` of ``inputs`` (cifarlab.models.cnn.model_inputs)."""
     hp = {**DEFAULTS, **config.hp}
     # coupled L2: l2 * w added to the gradient (Keras' L2(c) adds 2 c w); the biases'
     # is smaller by their larger step, so that their decay per step matches (airbench)

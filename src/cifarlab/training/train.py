@@ -1,13 +1,13 @@
 """Training: one entry point for the four models, resumable, leaving atomic artifacts.
 
 :func:`train_model` takes a model name, a dataset and a profile; it resolves the
-config (cifarlab.config; for ``tuned`` the search's winner, cifarlab.tune), makes the
+config (cifarlab.config; for ``tuned`` the search's winner, cifarlab.training.tune), makes the
 protocol's split (cifarlab.data.prepare), builds the model (cifarlab.models), fits it
-(:func:`fit`; VGG16's two phases in cifarlab.transfer) and writes the model, its
-history and its evidence (cifarlab.evidence) where cifarlab.layout says.
+(:func:`fit`; VGG16's two phases in cifarlab.training.transfer) and writes the model, its
+history and its evidence (cifarlab.training.evidence) where cifarlab.layout says.
 
 A killed run started again with the same options resumes from its last completed
-epoch (cifarlab.callbacks); the final history holds every epoch exactly once. A run
+epoch (cifarlab.training.callbacks); the final history holds every epoch exactly once. A run
 with other options refuses to mix into an interrupted one.
 """
 
@@ -21,17 +21,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cifarlab import callbacks, config
-from cifarlab.airbench import init_from_data
-from cifarlab.batches import Batches, fit_data, training_batches
+from cifarlab import config
 from cifarlab.config import TrainConfig
-from cifarlab.data import Dataset, prepare
+from cifarlab.data.batches import Batches, fit_data, one_hot, training_batches
+from cifarlab.data.datasets import Dataset, prepare
 from cifarlab.errors import CifarlabError
-from cifarlab.evidence import write_artifacts
 from cifarlab.layout import Layout, atomic_path, layout, run_lock
 from cifarlab.models import build
-from cifarlab.recipe import compile_model, one_hot, set_precision
-from cifarlab.transfer import train_vgg16
+from cifarlab.models.airbench import init_from_data
+from cifarlab.training import callbacks, plan
+from cifarlab.training.evidence import write_artifacts
+from cifarlab.training.recipe import compile_model, set_precision
+from cifarlab.training.transfer import train_vgg16
 
 
 def fit(
@@ -56,7 +57,7 @@ def fit(
 
     ``x_mirror``: inputs of the mirrored images (cached VGG16 features); each epoch then
     shows every image once, as itself or mirrored. Both splits are fed as
-    :class:`cifarlab.batches.Batches` (an epoch's order depends on the seed and the epoch).
+    :class:`cifarlab.data.batches.Batches` (an epoch's order depends on the seed and the epoch).
     Returns the history records of this phase (one per epoch, resumed runs included).
     """
     epochs = epochs or cfg.epochs
@@ -93,7 +94,7 @@ def resolve_config(
     (searching first when there is none, unless ``search`` is False)."""
     if name != "tuned":
         return config.model_config(name, profile)
-    from cifarlab import tune
+    from cifarlab.training import tune
 
     return tune.best_config(out, dataset, profile, seed, progress=progress, search=search)
 
@@ -123,13 +124,13 @@ def train_model(
         progress: progress bars.
         config: train with this config instead of the profile's (tests, experiments).
         distribute: ``none``, ``mirrored``, ``multiworker`` or ``dataparallel``
-            (cifarlab.distribute).
+            (cifarlab.training.distribute).
 
     Returns:
         The metadata written beside the model.
     """
     from cifarlab import config as cfgmod
-    from cifarlab import distribute as dist_mod
+    from cifarlab.training import distribute as dist_mod
 
     cfgmod.check_model(name)
     dist = dist_mod.setup(distribute)
@@ -148,6 +149,12 @@ def train_model(
         # every multiworker worker must train the same configuration: search first
         search = dist.kind != "multiworker"
         config = resolve_config(name, dataset, profile, root, seed, progress, search)
+    started = time.time()
+    planned = None  # a series with a time budget: the epochs the time left buys
+    if (overrides or {}).get("epochs") is None and dist.is_chief:
+        planned = plan.start(root, name)
+        if planned is not None:
+            config = plan.planned_config(root, config, planned)
     cfg = dist_mod.scale(config.override(**(overrides or {})).validate(), dist)
     precision = set_precision(cfg.precision)
     keras.utils.set_random_seed(seed)
@@ -184,6 +191,8 @@ def train_model(
                 extra = {"restored_best_weights": restored}
         extra["distribute"] = dist.describe()
         wall = time.time() - t0  # this process's time; a resumed run counts its own part
+        # planned and actual minutes, in the series' plan (where one runs) and the evidence
+        extra["plan"] = plan.record(root, name, cfg.epochs, started, time.time())
         meta = write_artifacts(
             model,
             name,

@@ -3,9 +3,9 @@
 One spec string selects a dataset:
 
 - ``cifar100`` (default) or ``cifar10``: the official python-version archives, or their
-  extracted folders, found or downloaded by cifarlab.archives;
+  extracted folders, found or downloaded by cifarlab.data.archives;
 - a path to an official archive (``.../cifar-100-python.tar.gz``) or extracted folder;
-- a path to an image-folder dataset (cifarlab.images): a folder, ``.tar.gz`` or ``.zip``
+- a path to an image-folder dataset (cifarlab.data.images): a folder, ``.tar.gz`` or ``.zip``
   holding ``train/<class>/*`` and ``test/<class>/*``.
 
 Decoded arrays are cached as uint8 ``.npz`` keyed by the source's sha256, so a second
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarlab import archives, images
+from cifarlab.data import archives, images
 from cifarlab.errors import DataError
 from cifarlab.layout import atomic_path
 

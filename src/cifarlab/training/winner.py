@@ -4,7 +4,7 @@ KerasTuner ranks trials by their score alone. With a few short trials on a valid
 subset (the ``cpu`` budget: 4 trials of 3 epochs, 2,500 validation images) a lead of a
 point is within chance, and the trials' proxy (a few epochs on part of the data)
 favours what learns fast over what ends best. The search's first trial is the profile's
-recipe (cifarlab.tune.RecipeFirstOracle); :func:`pick_winner` keeps it unless another
+recipe (cifarlab.training.tune.RecipeFirstOracle); :func:`pick_winner` keeps it unless another
 trial's lead passes a one-sided two-proportion z-test at 5%.
 """
 

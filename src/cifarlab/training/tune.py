@@ -8,7 +8,7 @@ the profile's tuned recipe of cifarlab.config (on ``full``: airbench94); its bud
 ``config.SEARCH_BUDGET``.
 
 The space admits the modern small-budget recipes: batch norm, residual blocks, the
-airbench family (cifarlab.airbench) part by part, SGD with Nesterov momentum (a larger
+airbench family (cifarlab.models.airbench) part by part, SGD with Nesterov momentum (a larger
 step for biases, lookahead) or AdamW, a linear warm-up into a cosine or linear decay,
 label smoothing, flip + translate augmentation of tunable strength (whole pixels,
 alternating flips), and test-time views.
@@ -25,18 +25,19 @@ from typing import TYPE_CHECKING
 import keras
 import keras_tuner as kt
 
-from cifarlab import airbench
 from cifarlab import config as cfgmod
-from cifarlab.batches import Batches, fit_data, training_batches
-from cifarlab.callbacks import keras_verbose
 from cifarlab.config import TrainConfig
-from cifarlab.data import Dataset, load_dataset, prepare, stratified_subset
+from cifarlab.data.batches import Batches, fit_data, one_hot, training_batches
+from cifarlab.data.datasets import Dataset, load_dataset, prepare, stratified_subset
 from cifarlab.errors import CifarlabError
-from cifarlab.evidence import environment
 from cifarlab.layout import layout, write_json
-from cifarlab.models import build_tuned
-from cifarlab.recipe import compile_model, one_hot
-from cifarlab.winner import pick_winner
+from cifarlab.models import airbench
+from cifarlab.models.cnn import build_tuned
+from cifarlab.training import plan
+from cifarlab.training.callbacks import keras_verbose
+from cifarlab.training.evidence import environment
+from cifarlab.training.recipe import compile_model
+from cifarlab.training.winner import pick_winner
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +51,7 @@ def config_from_hp(
 ) -> TrainConfig:
     """The search space: each ``hp`` call declares one dimension, its values and its
     default (the tuned recipe's value). Two network families: ``resnet`` (the small BN
-    ResNet of cifarlab.models) and ``airbench`` (cifarlab.airbench), each part of
+    ResNet of cifarlab.models) and ``airbench`` (cifarlab.models.airbench), each part of
     which is a dimension; the recipe's parts (schedule, lookahead, the biases' step,
     alternating flips, whole-pixel shifts, test-time shifts) apply to both. The defaults
     are ``base``'s values (the profile's recipe), added to a dimension's values where
@@ -225,7 +226,7 @@ class TunedHyperModel(kt.HyperModel):
         cfg = self.config(hp)
         self.trials_run += 1
         xv, yv = validation_data
-        # Every trial sees the same seeded order of the same images (cifarlab.batches).
+        # Every trial sees the same seeded order of the same images (cifarlab.data.batches).
         airbench.init_from_data(model, cfg, x)
         train = training_batches(x, y, cfg, self.seed)
         val = Batches(xv, one_hot(yv, cfg.num_classes), cfg.batch_size)
@@ -274,7 +275,7 @@ def run_search(
     """Run (or resume) the search and save the winning configuration as JSON.
 
     Args:
-        dataset, profile, out, seed, progress: as :func:`cifarlab.train.train_model`.
+        dataset, profile, out, seed, progress: as :func:`cifarlab.training.train.train_model`.
         overrides: ``batch_size`` applies to the trials; every override to the winner.
         vgg16_weights: accepted so that every CLI command takes the same options; unused.
         max_trials: override the profile's trial budget.
@@ -285,6 +286,9 @@ def run_search(
     del vgg16_weights
     profile = cfgmod.resolve_profile(profile)
     budget = dict(cfgmod.SEARCH_BUDGET[profile])
+    started = time.time()
+    if max_trials is None:  # a series with a time budget: the trials the time left buys
+        max_trials = plan.start(out, "search")
     if max_trials is not None:
         if max_trials < 1:
             raise CifarlabError(f"--max-trials must be at least 1, got {max_trials}")
@@ -369,6 +373,7 @@ def run_search(
         "distributed": role == "chief",
         **environment(),
     }
+    result["plan"] = plan.record(out, "search", budget["max_trials"], started, time.time())
     write_json(search_path(out), result, indent=2)
     print(
         f"search done: trial {winner.trial_id} (val accuracy {winner.score:.4f}), {why}; "

@@ -7,7 +7,7 @@
   TensorFlow backend.
 - ``multiworker``: ``tf.distribute.MultiWorkerMirroredStrategy`` over the machines named
   in ``TF_CONFIG`` (TensorFlow backend). Keras 3's ``fit`` fails under it as released
-  (keras-team/keras#20585); ``cifarlab._tf_multiworker`` corrects the two defects while
+  (keras-team/keras#20585); ``cifarlab.training._tf_multiworker`` corrects the two defects while
   the installed Keras has them. The chief (``chief``, or ``worker`` 0 without one)
   writes to ``--out``; every other worker writes its copy to ``--out/workers/<task>``.
 - ``dataparallel``: ``keras.distribution.DataParallel`` over all JAX devices (for host
@@ -99,7 +99,7 @@ def setup(kind: str | None) -> Distribution:
 
     # multiworker: TF_CONFIG names the cluster and this process's task
     cluster, task_type, task_index = _tf_config()
-    from cifarlab import _tf_multiworker
+    from cifarlab.training import _tf_multiworker
 
     fixed = _tf_multiworker.apply()  # keras-team/keras#20585, see that module
     strategy = tf.distribute.MultiWorkerMirroredStrategy()

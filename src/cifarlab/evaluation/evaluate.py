@@ -3,8 +3,8 @@
 Writes, where cifarlab.layout says: ``results.csv`` and ``results.md`` (all models side
 by side), per-class precision / recall / F1 and the most confused class pairs of each
 model. Every number comes from scikit-learn on the probabilities that
-cifarlab.inference predicted; nothing here trains or selects. The confusion-matrix
-figures are cifarlab.visualize's.
+cifarlab.evaluation.inference predicted; nothing here trains or selects. The confusion-matrix
+figures are cifarlab.evaluation.visualize's.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cifarlab.data import Dataset
+from cifarlab.data.datasets import Dataset
 from cifarlab.errors import CifarlabError
-from cifarlab.inference import dataset_for, predict_test, trained_models
+from cifarlab.evaluation.inference import dataset_for, predict_test, trained_models
 from cifarlab.layout import Layout, layout, write_csv, write_text
 
 # --------------------------------------------------------------------------- metrics

@@ -1,4 +1,4 @@
-"""TensorFlow-only: :class:`cifarlab.batches.Batches` as a tf.data pipeline without autotuning.
+"""TensorFlow-only: :class:`cifarlab.data.batches.Batches` as a tf.data pipeline without autotuning.
 
 Why not let Keras feed the arrays: for NumPy arrays Keras builds a tf.data pipeline of
 its own whose parallel gather and prefetch are autotuned, and a new epoch cannot start
@@ -10,7 +10,7 @@ then crosses Python (``Dataset.from_generator``), and a training step took 35% l
 (0.90 s against 0.64 s at batch 128, measured).
 
 So this pipeline gathers each batch the way Keras does (one ``tf.gather`` per batch from
-arrays held by TensorFlow), in exactly the order :class:`~cifarlab.batches.Batches` draws
+arrays held by TensorFlow), in exactly the order :class:`~cifarlab.data.batches.Batches` draws
 (the same seeded permutation, mirror choices and shifts), with autotuning off and fixed
 parallelism. The training pipeline holds every remaining epoch, so ``fit`` runs it with
 ``steps_per_epoch`` and one iterator for the whole training.

@@ -2,7 +2,7 @@
 
 An image-folder dataset is a folder, ``.tar.gz`` or ``.zip`` holding ``train/<class>/*``
 and ``test/<class>/*`` (optionally inside one top folder); its members are read through
-:func:`cifarlab.archives.iter_archive_files`, with the same safety checks as the
+:func:`cifarlab.data.archives.iter_archive_files`, with the same safety checks as the
 official archives. Images larger than :data:`MAX_IMAGE_PIXELS` are refused from their
 header, before they are decoded.
 """
@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cifarlab.archives import IMAGE_SIZE, _progress, iter_archive_files
+from cifarlab.data.archives import IMAGE_SIZE, _progress, iter_archive_files
 from cifarlab.errors import DataError, UnsafeInputError
 
 #: Bump when the image conversion changes: it is part of the cache key.

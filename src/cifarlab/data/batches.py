@@ -6,7 +6,7 @@ validation data from :class:`Batches` instead of handing NumPy arrays to Keras:
 - the order of each epoch depends only on the seed and the epoch, so a resumed run sees
   the epochs an uninterrupted one would have seen, on TensorFlow, JAX and torch alike;
 - :func:`fit_data` hands them to ``fit`` the fastest way each backend has: under
-  TensorFlow as a tf.data pipeline without autotuning (cifarlab._tf_data says why: with
+  TensorFlow as a tf.data pipeline without autotuning (cifarlab.data._tf_data says why: with
   NumPy arrays, a new epoch's first step waited 27-48 s in 5 of the 15 epochs of the
   CIFAR-100 baseline), elsewhere as this PyDataset, gathered by two threads;
 - with ``x_mirror`` (inputs computed once for the mirrored images, such as cached VGG16
@@ -25,17 +25,18 @@ validation data from :class:`Batches` instead of handing NumPy arrays to Keras:
 
 from __future__ import annotations
 
-import time
-
 import keras
 import numpy as np
 
 from cifarlab.config import steps_per_epoch
-from cifarlab.recipe import one_hot
 
 #: Threads that gather batches. Two keep the next batch ready on any machine; a gather
 #: of a batch from memory costs far less than a training step.
 WORKERS = 2
+
+
+def one_hot(y: np.ndarray, n: int) -> np.ndarray:
+    return np.eye(n, dtype="float32")[y]
 
 
 def batch_rows(order: np.ndarray, i: int, batch_size: int) -> np.ndarray:
@@ -190,9 +191,9 @@ def batch_shift(cfg, size: int = 32) -> int:
 def fit_data(train: Batches, val: Batches | None, epochs: int) -> dict:
     """``fit``'s data arguments for training on ``train`` up to ``epochs`` (from its
     current epoch on) and validating on ``val``: tf.data pipelines under TensorFlow
-    (cifarlab._tf_data, one iterator for the whole training), the PyDatasets elsewhere."""
+    (cifarlab.data._tf_data, one iterator for the whole training), the PyDatasets elsewhere."""
     if keras.backend.backend() == "tensorflow":
-        from cifarlab import _tf_data
+        from cifarlab.data import _tf_data
 
         return dict(
             x=_tf_data.dataset(train, epochs - train.epoch),
@@ -201,62 +202,3 @@ def fit_data(train: Batches, val: Batches | None, epochs: int) -> dict:
             shuffle=False,  # the pipeline holds each epoch's seeded order
         )
     return dict(x=train, validation_data=val, shuffle=False)
-
-
-def epoch_starts(epochs: int = 5, steps: int = 300, step_s: float = 0.1) -> dict:
-    """Seconds from each epoch's start to its first step's end, per input path, on the
-    backend this process runs.
-
-    "arrays": NumPy arrays handed to ``fit`` (under TensorFlow, Keras builds an autotuned
-    tf.data pipeline from them); "batches": the same arrays as the library trains on them
-    (:func:`cifarlab.batches.fit_data`). The model is so small that a step costs nothing; a fixed
-    pause after every step (``step_s``) gives epochs as long as real ones (the delay grows
-    with the epoch's length), so the row measures the input path alone.
-    """
-
-    class Clock(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.waits: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0, self.first = time.perf_counter(), True
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.first:
-                self.waits.append(time.perf_counter() - self.t0)
-                self.first = False
-            time.sleep(step_s)
-
-    rng = np.random.default_rng(0)
-    bs = 128
-    x = rng.integers(0, 256, (steps * bs, 32, 32, 3), dtype=np.uint8)
-    y = keras.utils.to_categorical(rng.integers(0, 10, len(x)), 10)
-    xv, yv = x[: 10 * bs], y[: 10 * bs]
-    waits = {}
-    for path in ("arrays", "batches"):
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential(
-            [
-                keras.Input((32, 32, 3)),
-                keras.layers.Rescaling(1 / 255),
-                keras.layers.Conv2D(4, 3, strides=4),
-                keras.layers.GlobalAveragePooling2D(),
-                keras.layers.Dense(10, activation="softmax"),
-            ]
-        )
-        model.compile("sgd", "categorical_crossentropy")
-        clock = Clock()
-        if path == "arrays":
-            data = dict(x=x, y=y, batch_size=bs, validation_data=(xv, yv), shuffle=True)
-        else:
-            data = fit_data(Batches(x, y, bs, seed=0), Batches(xv, yv, bs), epochs)
-        model.fit(**data, epochs=epochs, callbacks=[clock], verbose=0)
-        waits[path] = clock.waits
-    return {
-        "backend": keras.backend.backend(),
-        "epochs": epochs,
-        "steps_per_epoch": steps,
-        "step_pause_s": step_s,
-        "waits_s": waits,
-    }

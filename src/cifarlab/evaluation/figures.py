@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cifarlab.config import MODELS  # noqa: E402
-from cifarlab.data import Dataset  # noqa: E402
+from cifarlab.data.datasets import Dataset  # noqa: E402
 from cifarlab.layout import Layout, atomic_path, layout  # noqa: E402
 
 

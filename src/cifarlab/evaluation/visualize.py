@@ -9,7 +9,7 @@ Per model (names from cifarlab.layout: ``<kind>_<model>.png``):
                     confident mistakes
 - ``gradcam``       Grad-CAM heatmaps over test images
 
-:func:`visualize_all` also draws cifarlab.figures' learning curves, the overfitting gap
+:func:`visualize_all` also draws cifarlab.evaluation.figures' learning curves, the overfitting gap
 and the confusion matrices. These functions read layers by the names cifarlab.models
 promises (see its layer-name contract). Gradients (patterns, Grad-CAM) need the
 backend's autodiff: TensorFlow, JAX and PyTorch through :func:`gradient_function`
@@ -24,11 +24,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cifarlab import figures as fig_mod
-from cifarlab.figures import plt, save_figure
-from cifarlab.inference import Predictions, dataset_for, predict_test, trained_models
+from cifarlab.evaluation import figures as fig_mod
+from cifarlab.evaluation.figures import plt, save_figure
+from cifarlab.evaluation.inference import Predictions, dataset_for, predict_test, trained_models
 from cifarlab.layout import Layout, layout, write_json
-from cifarlab.tta import network
+from cifarlab.models.tta import network
 
 # re-exported for the notebooks: one import gives every figure
 show = fig_mod.show

@@ -5,7 +5,7 @@ kept on disk (a resumed run does not recompute them). Phase 2 unfreezes the top
 ``finetune_blocks`` VGG block(s) and fine-tunes them with the head at a low learning
 rate, still on cached features (the frozen blocks below never change). With
 ``mirror_features`` the features of every training image's mirror image are cached
-too, and each epoch shows one of the two per image (cifarlab.batches.Batches):
+too, and each epoch shows one of the two per image (cifarlab.data.batches.Batches):
 augmentation without recomputing features.
 
 The settings (head epochs, fine-tuning optimizer, rate and warm-up, image size) are
@@ -21,12 +21,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cifarlab.callbacks import keras_verbose, restore_best
 from cifarlab.config import TrainConfig
-from cifarlab.data import Split
+from cifarlab.data.datasets import Split
 from cifarlab.layout import atomic_path
-from cifarlab.models import build_vgg16, vgg16_parts
-from cifarlab.recipe import compile_model
+from cifarlab.models.vgg16 import build_vgg16, vgg16_parts
+from cifarlab.training.callbacks import keras_verbose, restore_best
+from cifarlab.training.recipe import compile_model
 
 
 def cached_features(
@@ -81,7 +81,7 @@ def train_vgg16(
 ) -> tuple[keras.Model, list[dict], dict]:
     """Build VGG16 with ``weights``, train the head, then fine-tune the top block(s).
 
-    ``fit``: the fitting function (:func:`cifarlab.train.fit`), run once per phase.
+    ``fit``: the fitting function (:func:`cifarlab.training.train.fit`), run once per phase.
     Returns the full model (raw pixels in), the history records of both phases, and
     what the evidence should say about the transfer.
     """

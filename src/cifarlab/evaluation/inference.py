@@ -4,8 +4,8 @@
 :func:`predict_test` predicts a model's test images once (test-time flip included
 when its config says so) and caches the probabilities by the model file's and the
 dataset's checksums, so evaluation and the figures of one run share one prediction,
-in one process or across the notebooks' kernels. Evaluation (cifarlab.evaluate),
-figures (cifarlab.visualize) and ``cifarlab predict`` all go through here.
+in one process or across the notebooks' kernels. Evaluation (cifarlab.evaluation.evaluate),
+figures (cifarlab.evaluation.visualize) and ``cifarlab predict`` all go through here.
 
 Keras is imported where a model is loaded, not with this module: the command line
 checks model files and output folders (:func:`check_model_file`,
@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cifarlab.archives import file_digest
 from cifarlab.config import MODELS
-from cifarlab.data import Dataset, cache_dir, load_dataset, stratified_subset
+from cifarlab.data.archives import file_digest
+from cifarlab.data.datasets import Dataset, cache_dir, load_dataset, stratified_subset
 from cifarlab.errors import CifarlabError
 from cifarlab.layout import Layout, atomic_path, layout
 
@@ -132,8 +132,8 @@ def predict_proba(
     model: keras.Model, x: np.ndarray, tta_flip: bool = False, batch_size: int = 256
 ) -> np.ndarray:
     """Class probabilities; with ``tta_flip`` averaged over each image and its mirror
-    (unless the model does that itself: cifarlab.tta.wrap)."""
-    from cifarlab.tta import is_wrapped
+    (unless the model does that itself: cifarlab.models.tta.wrap)."""
+    from cifarlab.models.tta import is_wrapped
 
     tta_flip = tta_flip and not is_wrapped(model)
     p = model.predict(x, batch_size=batch_size, verbose=0)

@@ -21,8 +21,8 @@ import keras
 import numpy as np
 
 from cifarlab.config import TrainConfig
-from cifarlab.data import Dataset
-from cifarlab.hardware import cpu_name, has_gpu
+from cifarlab.data.datasets import Dataset
+from cifarlab.hardware import accelerator, cpu_name, has_gpu
 from cifarlab.layout import Layout, atomic_path, layout, write_json
 
 PACKAGES = ("keras", "tensorflow", "jax", "torch", "numpy", "keras-tuner")
@@ -46,6 +46,8 @@ def environment() -> dict:
             "processor": cpu_name(),
             "cpu_count": os.cpu_count(),
             "gpu": has_gpu(),
+            # what decided the `auto` precision (cifarlab.hardware.auto_precision)
+            "accelerator": accelerator(keras.backend.backend()),
             "platform": platform.platform(),
         },
     }
@@ -137,8 +139,8 @@ def model_for_saving(model: keras.Model, cfg: TrainConfig) -> keras.Model:
     """What is saved: the model computing in float32, without its optimizer (which may
     be cifarlab's own: plain Keras must load the file), wrapped with test-time views
     when ``cfg.tta_flip`` or ``cfg.tta_shift`` (so plain Keras predicts the reported
-    figure, cifarlab.tta)."""
-    from cifarlab import tta
+    figure, cifarlab.models.tta)."""
+    from cifarlab.models import tta
 
     model = inference_in_float32(model)
     model = keras.Model(model.input, model.output, name=model.name)  # the same, uncompiled

@@ -1,6 +1,6 @@
 """`cifarlab predict`: top-k classes of image files with a saved model.
 
-Images are converted exactly as the training data were (cifarlab.images.image_to_array);
+Images are converted exactly as the training data were (cifarlab.data.images.image_to_array);
 class names come from the model's saved metadata, never from a guess.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from cifarlab.data.images import load_image_file
 from cifarlab.errors import CifarlabError
-from cifarlab.images import load_image_file
-from cifarlab.inference import load_model, predict_proba
+from cifarlab.evaluation.inference import load_model, predict_proba
 
 
 def predict_files(images: list[str], model_path: str, top_k: int = 5) -> list[dict]:

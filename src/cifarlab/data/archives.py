@@ -10,7 +10,7 @@ unpickled, and unpickling only admits the numpy types the archives use. Archives
 never extracted to disk; every member is read in memory after it passes
 :func:`check_member` (no absolute paths, no ``..``, no links, no devices), so nothing
 can be written outside a folder. :func:`iter_archive_files` gives the same guarantees
-to image-folder archives (cifarlab.images).
+to image-folder archives (cifarlab.data.images).
 
 Readers return the dataset's fields as a dict; cifarlab.data wraps them in a Dataset.
 """

@@ -1,6 +1,6 @@
 """How a model is compiled: optimizer and learning-rate schedule, loss, metrics, precision.
 
-Used by training (cifarlab.train, cifarlab.transfer), the search (cifarlab.tune) and
+Used by training (cifarlab.training.train, cifarlab.training.transfer), the search (cifarlab.training.tune) and
 the benchmark, so that all of them train with the same recipe. Every value comes from
 the :class:`~cifarlab.config.TrainConfig`.
 """
@@ -8,11 +8,10 @@ the :class:`~cifarlab.config.TrainConfig`.
 from __future__ import annotations
 
 import keras
-import numpy as np
 
 from cifarlab.config import TrainConfig
 from cifarlab.errors import CifarlabError
-from cifarlab.hardware import cpu_has_bf16, has_gpu
+from cifarlab.hardware import accelerator, auto_precision, cpu_has_bf16
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -215,7 +214,7 @@ def make_optimizer(cfg: TrainConfig, steps: int) -> keras.optimizers.Optimizer:
 def _stop_after(cfg: TrainConfig, steps: int) -> dict:
     """{variable path: steps it trains for}: an airbench network's whitening bias, for
     ``whiten_bias_epochs`` of the ``cfg.epochs`` epochs that ``steps`` make."""
-    from cifarlab.airbench import DEFAULTS, WHITEN  # the family's own names
+    from cifarlab.models.airbench import DEFAULTS, WHITEN  # the family's own names
 
     hp = {**DEFAULTS, **cfg.hp}
     if cfg.hp.get("arch") != "airbench" or not hp["whiten"] or not hp["whiten_bias_epochs"]:
@@ -233,17 +232,13 @@ def compile_model(model: keras.Model, cfg: TrainConfig, steps: int) -> None:
     )
 
 
-def one_hot(y: np.ndarray, n: int) -> np.ndarray:
-    return np.eye(n, dtype="float32")[y]
-
-
 def set_precision(precision: str) -> str:
-    """Set Keras' global dtype policy; returns the one set. 'auto': mixed_bfloat16 on a
-    GPU, and on a CPU with bfloat16 instructions under TensorFlow (oneDNN); float32
-    otherwise."""
+    """Set Keras' global dtype policy; returns the one set. ``auto``: from what the device
+    computes fast in (cifarlab.hardware.auto_precision). Under ``mixed_float16`` Keras'
+    ``compile`` wraps the optimizer in a LossScaleOptimizer itself."""
     if precision == "auto":
-        fast_bf16 = has_gpu() or (cpu_has_bf16() and keras.backend.backend() == "tensorflow")
-        precision = "mixed_bfloat16" if fast_bf16 else "float32"
+        backend = keras.backend.backend()
+        precision = auto_precision(accelerator(backend), backend, cpu_has_bf16())
     if precision not in PRECISIONS:
         raise CifarlabError(f"unknown precision '{precision}'; use auto, {', '.join(PRECISIONS)}")
     keras.mixed_precision.set_global_policy(precision)

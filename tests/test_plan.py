@@ -1,0 +1,139 @@
+"""The series planned to a time budget: allocation from given rates (pure), the re-plan
+from the time actually left, the refusal, and plan against actual in the evidence."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cifarlab import config
+from cifarlab.training import plan
+from cifarlab.training.plan import BudgetTooSmall, Rate, allocate
+
+SHARES = config.BUDGET_SHARES
+
+
+def _rates(scale: float = 1.0) -> dict[str, Rate]:
+    """Seconds per epoch (per trial) of a slow machine; ``scale`` < 1: a faster one."""
+    return {
+        "baseline": Rate(60 * scale, 30, 2, 20),
+        "overfit": Rate(20 * scale, 20, 6, 15),
+        "search": Rate(90 * scale, 0, 2, 4),
+        "tuned": Rate(180 * scale, 60, 3, 13),
+        "vgg16": Rate(40 * scale, 200, 2, 14),
+    }
+
+
+def test_the_allocation_fits_the_budget_and_follows_the_shares():
+    rates = _rates()
+    counts = allocate(3600, rates, SHARES, overhead_s=120)
+    spent = 120 + sum(plan.predicted_s(counts, rates).values())
+    assert spent <= 3600
+    assert all(counts[p] >= rates[p].least for p in rates)
+    # tuned, the largest share, gets the most training seconds
+    seconds = {p: counts[p] * rates[p].unit_s for p in rates}
+    assert max(seconds, key=seconds.get) == "tuned"
+
+
+def test_a_faster_machine_buys_more_epochs_in_the_same_budget():
+    slow = allocate(3600, _rates(1.0), SHARES, 120)
+    fast = allocate(3600, _rates(0.5), SHARES, 120)
+    assert all(fast[p] >= slow[p] for p in slow) and fast["tuned"] > slow["tuned"]
+
+
+def test_a_part_held_at_its_least_leaves_the_rest_to_the_others():
+    rates = _rates()
+    rates["overfit"] = Rate(200, 0, 6, 15)  # its share cannot buy 6 epochs
+    counts = allocate(3600, rates, SHARES, 120)
+    assert counts["overfit"] == 6
+    assert 120 + sum(plan.predicted_s(counts, rates).values()) <= 3600
+
+
+def test_no_part_takes_more_than_its_cap_however_large_the_budget():
+    counts = allocate(10**7, _rates(), SHARES, 0)
+    assert counts == {p: config.BUDGET_MAX_FACTOR * r.recipe for p, r in _rates().items()}
+
+
+def test_a_budget_too_small_is_refused_naming_the_least_budget_that_works():
+    rates = _rates()
+    least_s = 120 + sum(r.fixed_s + r.least * r.unit_s for r in rates.values())
+    with pytest.raises(BudgetTooSmall) as err:
+        allocate(least_s - 1, rates, SHARES, 120)
+    least_min = err.value.least_min
+    assert f"--budget {least_min}" in str(err.value)
+    assert least_min * 60 >= least_s  # the named budget is enough: it is accepted
+    allocate(least_min * 60, rates, SHARES, 120)
+
+
+def _plan_file(tmp_path, budget_s: float, started: float) -> None:
+    rates = _rates()
+    counts = allocate(budget_s, rates, SHARES, 120)
+    plan.write_plan(
+        tmp_path,
+        {
+            "dataset": "d", "profile": "cpu", "seed": 0, "budget_min": budget_s / 60,
+            "started": started, "deadline": started + budget_s, "overhead_s": 120,
+            "spent_before_training_s": 0, "rates": {p: vars(r) for p, r in rates.items()},
+            "planned": counts, "predicted_s": plan.predicted_s(counts, rates),
+            "predicted_total_s": 0, "parts": {},
+        },
+    )  # fmt: skip
+
+
+def test_after_an_overrun_the_rest_is_re_planned_from_the_time_left(tmp_path):
+    t0 = time.time()
+    _plan_file(tmp_path, 3600, t0)
+    on_time = plan.planned_count(tmp_path, "tuned", now=t0)
+    # baseline took twice its plan: tuned, still to come, gets fewer epochs
+    b = plan.read_plan(tmp_path)["predicted_s"]["baseline"]
+    plan.record(tmp_path, "baseline", 4, t0, t0 + 2 * b)
+    late = plan.planned_count(tmp_path, "tuned", now=t0 + 2 * b)
+    assert late < on_time
+    # and what is left still fits in the time that is left
+    left = {p: Rate(**r) for p, r in plan.read_plan(tmp_path)["rates"].items() if p != "baseline"}
+    counts = {p: plan.planned_count(tmp_path, p, now=t0 + 2 * b) for p in left}
+    assert 120 + sum(plan.predicted_s(counts, left).values()) <= 3600 - 2 * b
+
+
+def test_past_the_deadline_each_part_left_shows_its_lesson_at_least(tmp_path):
+    t0 = time.time()
+    _plan_file(tmp_path, 3600, t0 - 3600)
+    assert plan.planned_count(tmp_path, "tuned") == _rates()["tuned"].least
+
+
+def test_a_resumed_part_trains_the_count_it_started_with(tmp_path):
+    t0 = time.time()
+    _plan_file(tmp_path, 3600, t0)
+    first = plan.start(tmp_path, "tuned")
+    p = plan.read_plan(tmp_path)
+    p["deadline"] -= 1800  # time passed while it was killed: a fresh re-plan would differ
+    plan.write_plan(tmp_path, p)
+    assert plan.start(tmp_path, "tuned") == first
+
+
+def test_without_a_budget_plan_models_train_their_recipes(tmp_path):
+    assert plan.planned_count(tmp_path, "tuned") is None
+    assert plan.start(tmp_path, "tuned") is None
+
+
+def test_vgg16_keeps_a_head_and_a_fine_tuning_phase_at_any_count():
+    cfg = config.model_config("vgg16", "cpu")
+    for n in (2, 3, 7, 30):
+        c = plan.with_epochs(cfg, n)
+        assert c.epochs == n and 1 <= c.hp["head_epochs"] < n
+
+
+@pytest.mark.slow
+def test_a_model_trains_the_epochs_its_plan_gives_and_records_plan_and_actual(tmp_path, real_data):
+    from cifarlab.training.train import train_model
+
+    t0 = time.time()
+    _plan_file(tmp_path, 3600, t0)
+    p = plan.read_plan(tmp_path)
+    p["rates"]["baseline"]["unit_s"] = 3600 * SHARES["baseline"] / 4  # 4 epochs' worth
+    plan.write_plan(tmp_path, p)
+    meta = train_model("baseline", str(real_data), "smoke", tmp_path, progress=False)
+    entry = plan.read_plan(tmp_path)["parts"]["baseline"]
+    assert meta["config"]["epochs"] == entry["count"] == 3  # 4 less the fixed costs' share
+    assert meta["plan"] == entry and entry["actual_min"] > 0

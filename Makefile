@@ -21,7 +21,7 @@ CONSTRAINTS   ?= constraints.txt
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 BUDGET_ARG  := $(if $(BUDGET),--budget $(BUDGET),)
 
-.PHONY: setup run series test bench lint clean help lock
+.PHONY: setup run series test bench lint clean help lock oldest
 
 help:
 	@echo "make run    DATASET=... PROFILE=smoke|cpu|full VGG16_WEIGHTS=imagenet|offline|none|FILE BUDGET=minutes|none  (the series)"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench  (throughput benchmarks -> BENCHMARKS.md)"
 	@echo "make lint   (ruff)"
 	@echo "make lock   (refresh constraints.txt from the newest releases pyproject.toml admits)"
+	@echo "make oldest (the fast tests and the smoke series under the lowest versions pyproject.toml admits)"
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,6 +72,19 @@ lock:
 	  echo "# Made by 'make lock' on $$(date -u +%F), Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())')."; \
 	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | sed -E 's/^([^=]+==[^+]+)\+[a-z0-9.]+$$/\1/'; } > $(CONSTRAINTS)
 	rm -rf $(LOCK_VENV)
+
+# The lowest versions the ranges admit, in their own environment: the fast tests and the
+# smoke series (on CIFAR-10 JPEG where ../shared/data has it, else on downloaded CIFAR-10).
+OLD_VENV := .venv-oldest
+OLD_DATA ?= $(if $(wildcard ../shared/data/cifar10-jpg.tar.gz),../shared/data/cifar10-jpg.tar.gz,cifar10)
+oldest:
+	rm -rf $(OLD_VENV) && $(PYTHON) -m venv $(OLD_VENV)
+	$(OLD_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PYTHON) tools/lowest_constraints.py > $(OLD_VENV)/lowest.txt
+	$(OLD_VENV)/bin/python -m pip install -q -c $(OLD_VENV)/lowest.txt -e '.[dev]'
+	$(OLD_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(tensorflow|keras|numpy|pandas|jupytext|papermill|keras-tuner|scikit-learn)=='
+	$(OLD_VENV)/bin/python -m pytest -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
+	rm -rf $(OLD_VENV)/series && $(OLD_VENV)/bin/python -m cifarlab run --profile smoke --dataset $(OLD_DATA) --vgg16-weights offline --out $(OLD_VENV)/series --quiet
 
 clean:
 	rm -rf saved_models histories reports logs

@@ -8,7 +8,9 @@
 #       needs) into .whl/, and the offline CIFAR-10 JPEG copy into .carry/ (both
 #       ignored by git; ../shared/data/README.md says what the copy is).
 #   there:       bash benchmarks/device_full.sh run        (carry .whl and .carry)
-#       trains `tuned` with KERAS_BACKEND=jax within LIMIT seconds (default 500),
+#       prints the series' plan on this GPU (plan.txt, plan.json), times the authors'
+#       airbench beside cifarlab's tuned network (peer.txt, benchmarks/peer_airbench.py),
+#       then trains `tuned` with KERAS_BACKEND=jax within LIMIT seconds (default 300: the plan and the peer take up to 270 of the 600 a call has),
 #       evaluates it on the test split when it is trained, and writes to $OUT: the GPU
 #       and versions, the log, reports/results.csv and the saved model with its
 #       history and metadata, and state.tgz: the run folder without trial checkpoints.
@@ -17,7 +19,7 @@
 #       (KerasTuner's trials on disk); a training stopped at LIMIT starts again (the
 #       full profile's 10 epochs take a few minutes at most on such a GPU).
 #
-# DATASET (default .carry/cifar10-jpg.tar.gz), PROFILE (full), LIMIT (500) and
+# DATASET (default .carry/cifar10-jpg.tar.gz), PROFILE (full), LIMIT (300) and
 # KERAS_BACKEND (jax) can be set. Where no .whl/ exists (a machine that already has
 # Keras) the install step is skipped.
 set -uo pipefail
@@ -35,6 +37,8 @@ prepare() {
     python3 -m pip download -q --no-deps "${py[@]}" -d .whl \
         "keras==${keras_v:-3.15.1}" "keras-tuner==${tuner_v:-1.4.8}" kt-legacy namex optree \
         || exit 1
+    # the authors' airbench (an sdist; benchmarks/peer_airbench.py runs it unshimmed there)
+    python3 -m pip download -q --no-deps --no-binary=:all: -d .whl airbench==0.1.8 || exit 1
     cp ../shared/data/cifar10-jpg.tar.gz .carry/ || exit 1
     du -sh .whl .carry
 }
@@ -50,7 +54,7 @@ run() {
     fi
     export KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1
     local dataset=${DATASET:-.carry/cifar10-jpg.tar.gz} profile=${PROFILE:-full}
-    local limit=${LIMIT:-500} work=${WORK:-/tmp/cifarlab-device}
+    local limit=${LIMIT:-300} work=${WORK:-/tmp/cifarlab-device}
     mkdir -p "$work"
     if [ -f .carry/state.tgz ]; then tar xzf .carry/state.tgz -C "$work" || exit 1; fi
     { date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv \
@@ -62,6 +66,17 @@ print("python", sys.version.split()[0], "keras", keras.__version__, "backend",
       keras.backend.backend(), "keras-tuner", keras_tuner.__version__, "numpy",
       numpy.__version__, "jax", jax.__version__ if jax else None,
       "devices", jax.devices() if jax else None)' >"$OUT/versions.txt" 2>&1
+    # the plan: every model's step timed on this GPU (precision from its capability)
+    timeout 120 python3 -m cifarlab plan --profile "$profile" --dataset "$dataset" \
+        --out "$work/plan" --budget 10 --quiet 2>&1 | tail -12 | tee "$OUT/plan.txt"
+    cp "$work/plan/reports/plan.json" "$OUT/" 2>/dev/null
+    # the authors' airbench beside the tuned network, same widths, batch and data
+    if compgen -G ".whl/airbench-*.tar.gz" >/dev/null; then
+        python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site \
+            .whl/airbench-*.tar.gz >/dev/null 2>&1
+        timeout 150 python3 benchmarks/peer_airbench.py --dataset "$dataset" --steps 20 \
+            --warmup 5 2>&1 | tail -8 | tee "$OUT/peer.txt"
+    fi
     local t0=$SECONDS
     timeout "$limit" python3 -m cifarlab train tuned --profile "$profile" --dataset "$dataset" \
         --out "$work" --quiet 2>&1 | tee "$OUT/log.txt"

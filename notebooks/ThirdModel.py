@@ -119,6 +119,8 @@ visualize.show(
 print(course.expected("tuned", ds.name, profile, cfg.epochs))
 
 # %%
-tuned = train.train_model("tuned", ds, profile, out, seed, overrides, vgg16_weights)
+tuned = train.train_model(
+    "tuned", ds, profile, out, seed, overrides, vgg16_weights, skip_trained=True
+)
 visualize.show(visualize.curves(out, "tuned"))
 evidence.summary_table(out, ["tuned"])

@@ -146,7 +146,9 @@ visualize.show(course.lr_schedule("baseline", cfg, len(split.y_train), out))
 print(course.expected("baseline", ds.name, profile, cfg.epochs))
 
 # %%
-baseline = train.train_model("baseline", ds, profile, out, seed, overrides, vgg16_weights)
+baseline = train.train_model(
+    "baseline", ds, profile, out, seed, overrides, vgg16_weights, skip_trained=True
+)
 visualize.show(visualize.curves(out, "baseline"))
 
 # %% [markdown]
@@ -164,7 +166,9 @@ visualize.show(course.lr_schedule("overfit", overfit_cfg, len(overfit_split.y_tr
 print(course.expected("overfit", ds.name, profile, overfit_cfg.epochs))
 
 # %%
-overfit = train.train_model("overfit", ds, profile, out, seed, overrides, vgg16_weights)
+overfit = train.train_model(
+    "overfit", ds, profile, out, seed, overrides, vgg16_weights, skip_trained=True
+)
 visualize.show(visualize.curves(out, "overfit"), visualize.overfit_gap(out))
 
 # %% [markdown]
@@ -192,7 +196,9 @@ card = course.architecture("vgg16", vgg_cfg, show_summary=False)
 print(course.expected("vgg16", ds.name, profile, vgg_cfg.epochs))
 
 # %%
-vgg = train.train_model("vgg16", ds, profile, out, seed, overrides, vgg16_weights)
+vgg = train.train_model(
+    "vgg16", ds, profile, out, seed, overrides, vgg16_weights, skip_trained=True
+)
 print("VGG16 weights:", vgg["weights_source"])
 visualize.show(visualize.curves(out, "vgg16"))
 

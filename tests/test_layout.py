@@ -190,3 +190,57 @@ def test_two_runs_cannot_hold_the_same_work_folder(tmp_path):
         with pytest.raises(CifarlabError, match="another cifarlab run"):
             with run_lock(tmp_path / "w"):
                 pass
+
+
+def _no_file_locks(monkeypatch):
+    """A filesystem without flock (Google Drive's FUSE mount on Colab, a network share)."""
+    import errno
+    import fcntl
+
+    def flock(fh, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+
+
+def test_without_file_locks_a_second_live_run_is_still_refused(tmp_path, monkeypatch):
+    from cifarlab.errors import CifarlabError
+
+    _no_file_locks(monkeypatch)
+    with run_lock(tmp_path / "w"):
+        with pytest.raises(CifarlabError, match="another cifarlab run"):
+            with run_lock(tmp_path / "w"):
+                pass
+    with run_lock(tmp_path / "w"):  # released: the next run takes it
+        pass
+    assert not (tmp_path / "w" / ".lock.owner").exists()
+
+
+def test_without_file_locks_a_dead_runs_lock_is_taken_over(tmp_path, monkeypatch):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    _no_file_locks(monkeypatch)
+    (tmp_path / "w").mkdir()
+    owner = tmp_path / "w" / ".lock.owner"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    owner.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead)}))
+    with run_lock(tmp_path / "w"):  # a killed kernel on this machine
+        pass
+    # a recycled runtime: another host, silent for longer than the heartbeat allows
+    owner.write_text(json.dumps({"host": "old-runtime", "pid": 1}))
+    old = os.stat(owner).st_mtime - 10 * 60
+    os.utime(owner, (old, old))
+    with run_lock(tmp_path / "w"):
+        pass
+    # but another host that keeps its heartbeat is alive
+    owner.write_text(json.dumps({"host": "other-runtime", "pid": 1}))
+    from cifarlab.errors import CifarlabError
+
+    with pytest.raises(CifarlabError, match="another cifarlab run"):
+        with run_lock(tmp_path / "w"):
+            pass

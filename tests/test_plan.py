@@ -3,6 +3,7 @@ from the time actually left, the refusal, and plan against actual in the evidenc
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -137,3 +138,43 @@ def test_a_model_trains_the_epochs_its_plan_gives_and_records_plan_and_actual(tm
     entry = plan.read_plan(tmp_path)["parts"]["baseline"]
     assert meta["config"]["epochs"] == entry["count"] == 3  # 4 less the fixed costs' share
     assert meta["plan"] == entry and entry["actual_min"] > 0
+
+
+@pytest.mark.slow
+def test_a_rerun_keeps_what_was_trained_with_the_same_settings_and_retrains_on_a_change(
+    tmp_path, real_data
+):
+    """A series re-run after its kernel or runtime died goes on where it stopped."""
+    from cifarlab.training.train import train_model
+
+    def run(epochs):
+        return train_model(
+            "baseline", str(real_data), "smoke", tmp_path, overrides={"epochs": epochs},
+            progress=False, skip_trained=True,
+        )  # fmt: skip
+
+    model = tmp_path / "saved_models" / "baseline.keras"
+    first = run(1)
+    stamp = model.stat().st_mtime_ns
+    assert run(1)["created"] == first["created"] and model.stat().st_mtime_ns == stamp
+    changed = run(2)
+    assert changed["config"]["epochs"] == 2 and model.stat().st_mtime_ns != stamp
+
+
+@pytest.mark.slow
+def test_a_budget_too_small_is_refused_in_one_line_before_any_training(tmp_path, real_data):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "cifarlab", "plan", "--dataset", str(real_data), "--profile",
+           "smoke", "--out", str(tmp_path), "--budget", "0.2", "--quiet"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2
+    last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
+    least = int(re.search(r"the least that works here is (\d+) minutes", last).group(1))
+    assert last.startswith("cifarlab: error: a 0.2-minute budget") and least >= 1
+    assert not (tmp_path / "saved_models").exists()  # nothing trained
+    # the least budget it names is accepted: the plan is printed with its finish time
+    cmd[cmd.index("0.2")] = str(least)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "predicted to finish at" in r.stdout, r.stderr[-2000:]

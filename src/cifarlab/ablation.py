@@ -99,7 +99,7 @@ def run_ablation(
         cfg, run = without(base, part), root.ablation_run(part)
         if not _finished(run, cfg, ds, seed):
             print(f"ablation: training the recipe {_label(part)}", flush=True)
-            train_model("tuned", ds, profile, run.root, seed, config=cfg, progress=progress)
+            train_model("tuned", ds, profile, run.root, seed, train_config=cfg, progress=progress)
         pred = predict_test(run.root, "tuned", ds)
         top5 = np.argsort(pred.probs, axis=1)[:, -5:]
         meta, guess = pred.meta, pred.probs.argmax(1)

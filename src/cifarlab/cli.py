@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 import warnings
 
 from cifarlab.config import MODELS, PROFILES
@@ -199,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time the wait before each epoch's first step, per input path "
         "(TensorFlow; about 6 minutes)",
     )
+
+    pl = sub.add_parser(
+        "plan",
+        help="time each model's steps on this machine and print the series' plan for a "
+        "budget, without training (what `run` and `notebooks` print first)",
+    )
+    _common(pl)
+    _budget_option(pl)
 
     c = sub.add_parser("config", help="every setting a model trains with on a profile")
     c.add_argument("model", help=f"one of {', '.join(MODELS)}")
@@ -404,6 +413,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             widths=args.widths, **overrides,
         )  # fmt: skip
         print(table.to_string(index=False))
+    elif args.command == "plan":
+        from cifarlab.data.datasets import load_dataset
+        from cifarlab.training import plan, timing
+
+        started = time.time()
+        ds = load_dataset(args.dataset, progress=not args.quiet)
+        budget = timing.resolve_budget(args.budget, profile, overrides)
+        the_plan = timing.make_plan(
+            ds, profile, budget, args.out, args.seed, notebooks=True, started=started,
+            progress=not args.quiet,
+        )  # fmt: skip
+        print(plan.describe(the_plan))
     elif args.command == "run":
         from cifarlab.series import run_series
 

@@ -159,8 +159,7 @@ def check_model(name: str) -> str:
 # Profiles:
 #   smoke  tests and a first look: 1,000 training images, 500 test images, a few epochs.
 #          It proves the plumbing, not the models.
-#   cpu    the whole series in about an hour on 2 cores (BENCHMARKS.md, RESULTS.md);
-#          all 40k/10k images for the main models.
+#   cpu    all 40k/10k images; planned to a 60-minute budget by default (DEFAULT_BUDGET).
 #   full   a GPU: all the data and the epochs the models need.
 
 #: The protocol's data sizes per profile (every model): the same images for all four.
@@ -170,19 +169,15 @@ PROFILE_DATA: dict[str, dict] = {
     "full": dict(),
 }
 
-# Keras' default BN momentum (0.99) averages over ~100 steps: after a short run the
-# inference statistics are still mostly their initial values (measured here: 32% train
-# vs 15% validation after 39 steps). 0.9 (~10 steps), as fast CIFAR recipes use.
+# Keras' default BN momentum (0.99) lags a short run's weights; 0.9, as fast CIFAR
+# recipes use (RESULTS.md, "batch-norm momentum").
 BN_MOMENTUM = 0.9
 
-#: The airbench recipe (airbench94; KellerJordan/cifar10-airbench, arXiv 2404.00498) as a ``tuned`` config, per
-#: profile: the search's starting point on cpu and full, and what ``cifarlab ablate``
-#: trains whole and with each part removed (cifarlab.ablation). Mean-loss units: peak
-#: rate 1.5 at batch 1024 (scaled linearly with the batch), coupled L2 1.3e-3. cpu:
-#: batch 512 and airbench94's widths 64/256/256: on real CIFAR-100 68.14% test in 10
-#: epochs against 60.25% at 64/128/128 for 1.84x the time, 69.36% since the lookahead and
-#: the full batches are airbench's, 70.35% at 13 epochs, 70.56% with the whitening bias
-#: (RESULTS.md); full: airbench94.
+#: The airbench recipe (airbench94; KellerJordan/cifar10-airbench, arXiv 2404.00498) as a
+#: ``tuned`` config per profile: the search's starting point on cpu and full, and what
+#: ``cifarlab ablate`` takes apart. Mean-loss units: peak rate 1.5 at batch 1024, coupled
+#: L2 1.3e-3. cpu: batch 512 at 64/256/256, chosen over 64/128/128 on CIFAR-100 (RESULTS.md,
+#: "the airbench recipe on CIFAR-100").
 AIRBENCH: dict[str, dict] = {
     "all": dict(
         optimizer="sgd",
@@ -225,8 +220,7 @@ AIRBENCH: dict[str, dict] = {
     "smoke": dict(
         epochs=2, batch_size=64, learning_rate=1.5 * 64 / 1024, hp=dict(widths=[16, 32, 32])
     ),
-    # cpu: 13 epochs, decided by measurement on real CIFAR-100 (RESULTS.md): 69.36% at
-    # 10 epochs, 70.35% at 13 (1.3x the compute); 70.56% at 13 with the whitening bias
+    # cpu: 13 epochs pay on CIFAR-100 (RESULTS.md, "the profile as it ships")
     "cpu": dict(batch_size=512, learning_rate=0.75, epochs=13),
     "full": dict(),
 }
@@ -253,11 +247,8 @@ RECIPES: dict[str, dict[str, dict]] = {
             hp=dict(widths=[32, 64], convs=[3, 4], dense=512, dropout=0.25, dense_dropout=0.5),
         ),
         "smoke": dict(epochs=3, batch_size=64, patience=3),
-        # CIFAR-100 test accuracy (RESULTS.md): 32.6% after 6 epochs, 41.5% after 15,
-        # underfitting (training accuracy under dropout 38% < validation 41.5%); with
-        # dropout 0.1 / 0.3 (the classic 0.25 / 0.5 was set for 30+ epochs; `full` keeps
-        # it) 46.4% at 15 epochs and 49.9% at 20, over the classic CNN's 47%. Patience 5:
-        # under a cosine decay the late epochs improve most.
+        # lighter dropout: the classic 0.25 / 0.5 underfits a 20-epoch run (RESULTS.md,
+        # "CIFAR-100, the baseline at 20 epochs"); `full` keeps it for its 40
         "cpu": dict(
             epochs=20,
             batch_size=128,
@@ -286,12 +277,9 @@ RECIPES: dict[str, dict[str, dict]] = {
         "full": dict(epochs=40, batch_size=256, train_subset=10_000),
     },
     "tuned": {
-        # The search's starting point and defaults (the search, cifarlab.training.tune, budget
-        # below, may change all of it). smoke: a BN residual net, SGD + Nesterov, warm-up
-        # + cosine, label smoothing, flip + shift, test-time flip; cpu and full: the
-        # airbench recipe (AIRBENCH above). The residual net was the cpu recipe until it
-        # was measured against airbench: CIFAR-10 JPEG 85.30% (24 epochs) against 87.71%
-        # (10 epochs, 64/128/128), real CIFAR-100 63.1% against 68.14% (RESULTS.md).
+        # The search's starting point and defaults (cifarlab.training.tune may change all
+        # of it). smoke: a BN residual net; cpu and full: the airbench recipe (AIRBENCH
+        # above), which beat the residual net on both datasets (RESULTS.md).
         "all": dict(
             optimizer="sgd",
             learning_rate=0.2,
@@ -336,8 +324,7 @@ RECIPES: dict[str, dict[str, dict]] = {
             ),
         ),
         "smoke": dict(epochs=3, batch_size=64, hp=dict(head_epochs=2)),
-        # measured (cpu run 1): val 46% after the head, 68% after 5 fine-tuning epochs and
-        # still rising; the budget allows 11.
+        # fine-tuning still pays after 5 epochs (RESULTS.md, cpu run 1)
         "cpu": dict(epochs=14, batch_size=128, hp=dict(head_epochs=3, image_size=48)),
         "full": dict(
             epochs=20, batch_size=128, hp=dict(head_epochs=5, finetune_lr=5e-5, image_size=64)
@@ -354,15 +341,11 @@ def airbench_config(profile: str | None, **overrides) -> TrainConfig:
 
 
 #: The search budget per profile: trials, epochs per trial, training images per trial
-#: (a stratified subset of the training split; None: all), batch size of a trial, and
-#: the airbench widths a trial may take (None: all of cifarlab.training.tune.WIDTHS). A trial must
-#: take enough optimiser steps to rank recipes the way full training would: at 94 steps
-#: per trial (3 epochs x 8,000 images, batch 256) every trial scored 10-29% and the
-#: fastest starter (no batch norm) won, measured here; cpu trials take 237 (batch 128).
-#: cpu: a 64/256/256 trial costs about 5 minutes on 2 AVX2 cores (118 images/s), so 4
-#: trials, and no 128/384/384 (2.5x the FLOPs: over the hour alone); and the airbench
-#: family only (``families``; None: both): at this budget the residual nets without batch
-#: norm that random trials drew scored 2.6-5.8% on CIFAR-100 against the recipe's 22.5%.
+#: (a stratified subset of the training split; None: all), batch size of a trial, the
+#: airbench widths a trial may take (None: all of cifarlab.training.tune.WIDTHS) and the
+#: families (None: both). A trial must take enough steps to rank recipes as full training
+#: would; cpu: the airbench family up to 64/256/256 only (RESULTS.md, "the search budget").
+#: Under a time budget the plan sizes the trials (cifarlab.training.plan).
 SEARCH_BUDGET = {
     "smoke": dict(
         max_trials=2, epochs=1, train_subset=600, batch_size=64, widths=None, families=None
@@ -383,7 +366,7 @@ SEARCH_BUDGET = {
 
 # --------------------------------------------------------------------------- the budget
 #: The default time budget of a whole series per profile, in minutes (None: the recipes as
-#: they are). cpu: the hour it promises, on any CPU (cifarlab.training.budget).
+#: they are). cpu: the hour it promises, on any CPU (cifarlab.training.plan).
 DEFAULT_BUDGET: dict[str, float | None] = {"smoke": None, "cpu": 60, "full": None}
 
 #: How a budget is divided: each part's share of the training time left once the fixed

@@ -152,6 +152,30 @@ def expected_table():
     return pd.read_csv(EXPECTED_CSV, dtype=str, keep_default_na=False)
 
 
+def expected_markdown() -> str:
+    """The Expected figures as the Markdown table RESULTS.md shows (``python -m
+    cifarlab.course`` writes it there from ``expected.csv``, the one source)."""
+    table = expected_table()
+    rows = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    rows += ["| " + " | ".join(row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(rows)
+
+
+def write_expected_section(results_md: Path) -> None:
+    """Replace the table of RESULTS.md's Expected figures section by :func:`expected_markdown`."""
+    text = results_md.read_text()
+    start = text.index("## Expected figures")
+    end = text.index("\n## ", start + 5)
+    section = text[start:end]
+    lines = section.splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("| "))
+    last = max(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    new = "\n".join(lines[:first] + [expected_markdown()] + lines[last + 1 :])
+    results_md.write_text(
+        text[:start] + new + ("\n" if section.endswith("\n") else "") + text[end:]
+    )
+
+
 def expected(name: str, dataset_name: str, profile: str, epochs: int | None = None) -> str:
     """What to expect before ``name`` trains: the measured figure for this dataset and
     profile (:func:`expected_table`), with its evidence and the RESULTS.md section that
@@ -237,3 +261,9 @@ def reading(out) -> str:
             f"- Its hardest superclasses (recall of the fine predictions mapped up): {hard}."
         )
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m cifarlab.course RESULTS.md: its Expected figures table
+    import sys
+
+    write_expected_section(Path(sys.argv[1] if len(sys.argv) > 1 else "RESULTS.md"))

@@ -224,20 +224,100 @@ def write_csv(df, path: Path) -> Path:
 # --------------------------------------------------------------------------- the run lock
 
 
+def _busy(work: Path) -> CifarlabError:
+    return CifarlabError(
+        f"another cifarlab run is training into {work}; wait for it or use another --out"
+    )
+
+
+#: A lock file (where file locks do not work) whose holder has not refreshed it for this
+#: many seconds belongs to a dead run: a killed kernel, a Colab runtime that was recycled.
+LOCK_STALE_S = 120.0
+LOCK_HEARTBEAT_S = 30.0
+
+
 @contextlib.contextmanager
 def run_lock(work: Path):
-    """An exclusive lock on a model's work folder: two runs cannot write the same model."""
+    """An exclusive lock on a model's work folder: two runs cannot write the same model.
+
+    An OS file lock (flock) where the filesystem has them; where it has none (a FUSE
+    mount such as Google Drive on Colab, a network share: flock fails with ENOLCK or
+    EOPNOTSUPP) a lock file that its holder refreshes every ``LOCK_HEARTBEAT_S``, taken
+    over once its holder is dead (same host, process gone) or silent for
+    ``LOCK_STALE_S`` (another host: a recycled runtime)."""
     work.mkdir(parents=True, exist_ok=True)
     fh = open(work / ".lock", "w")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
-        raise CifarlabError(
-            f"another cifarlab run is training into {work}; wait for it or use another --out"
-        ) from None
+        raise _busy(work) from None
+    except OSError:  # no file locks on this filesystem
+        fh.close()
+        with _file_lock(work / ".lock.owner"):
+            yield
+        return
     try:
         yield
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
+
+
+def _owner_alive(owner: dict, path: Path) -> bool:
+    import socket
+    import time
+
+    if owner.get("host") == socket.gethostname():
+        try:
+            os.kill(int(owner["pid"]), 0)
+            return True
+        except (ProcessLookupError, ValueError, KeyError):
+            return False
+        except PermissionError:
+            return True
+    try:
+        return time.time() - path.stat().st_mtime < LOCK_STALE_S
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    import socket
+    import threading
+
+    me = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
+    for _ in range(2):  # a stale lock is removed once, then taken
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                owner = {}
+            if _owner_alive(owner, path):
+                raise _busy(path.parent) from None
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    else:
+        raise _busy(path.parent)
+    stop = threading.Event()
+
+    def heartbeat():
+        while not stop.wait(LOCK_HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+    beat = threading.Thread(target=heartbeat, daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        with contextlib.suppress(OSError):
+            if path.read_text() == me:
+                path.unlink()

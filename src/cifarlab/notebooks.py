@@ -69,6 +69,59 @@ def _stderr_to(path: Path):
         os.close(saved)
 
 
+def _status_lines(out, seen: dict) -> list[str]:
+    """A line per epoch that finished since the last call, from the models' work folders
+    (cifarlab.training.callbacks.EpochStatus), with the series' time against its plan."""
+    import json
+
+    from cifarlab.layout import layout
+    from cifarlab.training import plan
+
+    lines = []
+    the_plan = plan.read_plan(out) or {}
+    for f in sorted(layout(out).runs_dir.glob("*/status.json")):
+        try:
+            s = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        name = f.parent.name
+        if seen.get(name) == (s["phase"], s["epoch"]):
+            continue
+        seen[name] = (s["phase"], s["epoch"])
+        acc = "" if s.get("val_accuracy") is None else f", val accuracy {s['val_accuracy']:.3f}"
+        phase = f" (phase {s['phase']})" if s["phase"] else ""
+        line = f"      {name}{phase}: epoch {s['epoch']}/{s['epochs']}{acc}"
+        if the_plan.get("started"):
+            spent = (s["time"] - the_plan["started"]) / 60
+            line += f"; series {spent:.1f} of {the_plan['predicted_total_s'] / 60:.1f} min planned"
+        lines.append(line)
+    return lines
+
+
+@contextlib.contextmanager
+def _epochs_to_terminal(out, every_s: float = 2.0):
+    """While a notebook runs, print each epoch its kernel finishes (the kernel's own
+    output goes to the notebook): the terminal shows which model and epoch it is on."""
+    import threading
+
+    from tqdm import tqdm
+
+    stop, seen = threading.Event(), {}
+
+    def watch():
+        while not stop.wait(every_s):
+            for line in _status_lines(out, seen):
+                tqdm.write(line)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def run_notebooks(
     dataset: str,
     profile: str | None,
@@ -138,7 +191,7 @@ def run_notebooks(
         t0 = time.time()
         log = target.with_suffix(".log")
         try:
-            with _stderr_to(log):  # the kernel inherits it: TensorFlow's start-up lines
+            with _stderr_to(log), _epochs_to_terminal(out):  # TensorFlow's start-up lines
                 pm.execute_notebook(
                     str(src / f"{name}.ipynb"),
                     str(target),

@@ -41,7 +41,9 @@ def run_series(
     the_plan = timing.make_plan(ds, profile, budget_min, out, seed, started=started)
     print(plan.describe(the_plan), flush=True)
     metas = [
-        train_model(name, ds, profile, out, seed, overrides, vgg16_weights, progress)
+        train_model(
+            name, ds, profile, out, seed, overrides, vgg16_weights, progress, skip_trained=True
+        )
         for name in config.MODELS
     ]
     table = evaluate.evaluate_all(out, dataset=ds)

@@ -92,6 +92,21 @@ class EpochBackup(keras.callbacks.Callback):
                 old.unlink(missing_ok=True)
 
 
+class EpochStatus(keras.callbacks.Callback):
+    """The epoch just finished, as JSON in ``path`` (the model's work folder): what
+    `cifarlab notebooks` shows in the terminal while a notebook's kernel trains."""
+
+    def __init__(self, path: Path, phase: int, epochs: int):
+        super().__init__()
+        self.path, self.phase, self.epochs = path, phase, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        status = {"phase": self.phase, "epoch": epoch + 1, "epochs": self.epochs,
+                  "val_accuracy": _jsonable((logs or {}).get("val_accuracy")), "time": time.time()}  # fmt: skip
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(status))
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Keeps the weights of the epoch with the best validation accuracy at ``path``,
     written atomically (Keras' ModelCheckpoint writes in place, so a full disk or a

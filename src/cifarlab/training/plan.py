@@ -40,8 +40,9 @@ class Rate:
 
 
 class BudgetTooSmall(CifarlabError):
-    def __init__(self, budget_min: float, least_min: int):
+    def __init__(self, budget_min: float, least_min: int, need_min: float | None = None):
         self.least_min = least_min
+        self.need_min = least_min if need_min is None else need_min  # unrounded
         super().__init__(
             f"a {budget_min:g}-minute budget cannot hold the series' lessons on this machine: "
             f"the least that works here is {least_min} minutes (--budget {least_min})"
@@ -62,7 +63,7 @@ def allocate(
     need = sum(r.least * r.unit_s for r in rates.values())
     pool = budget_s - fixed
     if pool < need:
-        raise BudgetTooSmall(budget_s / 60, math.ceil((fixed + need) / 60))
+        raise BudgetTooSmall(budget_s / 60, math.ceil((fixed + need) / 60), (fixed + need) / 60)
     counts: dict[str, int] = {}
     free = set(rates)
     while free:  # water-filling: fix the parts held at their least, share the rest again
@@ -115,8 +116,8 @@ def planned_count(out, part: str, now: float | None = None) -> int | None:
     now = time.time() if now is None else now
     done = {p for p, v in plan["parts"].items() if "ended" in v}
     left = {p: Rate(**r) for p, r in plan["rates"].items() if p not in done}
-    if part not in left:
-        return plan["planned"][part]
+    if part not in left:  # trained already: the count it trained with
+        return plan["parts"][part]["count"]
     try:
         counts = allocate(plan["deadline"] - now, left, config.BUDGET_SHARES, plan["overhead_s"])
     except BudgetTooSmall:  # over time already: each part left shows its lesson at least
@@ -131,7 +132,7 @@ def start(out, part: str) -> int | None:
     if not plan or plan.get("deadline") is None or part not in plan["rates"]:
         return None
     entry = plan["parts"].get(part, {})
-    if "count" in entry and "ended" not in entry:
+    if "count" in entry:  # started (killed, resumed) or trained already: its own count
         return entry["count"]
     count = planned_count(out, part)
     plan["parts"][part] = {"count": count}

@@ -20,7 +20,7 @@ from cifarlab import config
 from cifarlab.config import TrainConfig
 from cifarlab.hardware import cpu_name
 from cifarlab.layout import atomic_path
-from cifarlab.training.plan import Rate, allocate, predicted_s, write_plan
+from cifarlab.training.plan import BudgetTooSmall, Rate, allocate, predicted_s, write_plan
 from cifarlab.training.tune import trial_config
 
 
@@ -222,7 +222,10 @@ def make_plan(
     if budget_min is None:
         counts = {p: r.recipe for p, r in rates.items()}
     else:
-        counts = allocate(budget_min * 60 - spent, rates, config.BUDGET_SHARES, over)
+        try:
+            counts = allocate(budget_min * 60 - spent, rates, config.BUDGET_SHARES, over)
+        except BudgetTooSmall as small:  # name the whole budget, the set-up included
+            raise BudgetTooSmall(budget_min, math.ceil(spent / 60 + small.need_min)) from None
     pred = predicted_s(counts, rates)
     plan = {
         "dataset": ds.name,

@@ -75,13 +75,14 @@ def fit(
     best = callbacks.BestCheckpoint(work / f"best{phase}.weights.h5")
     backup = callbacks.EpochBackup(backup_dir, phase=phase, stateful=(stop, best), resumed=state)
     board = callbacks.tensorboard(logs / f"phase{phase}")
+    status = callbacks.EpochStatus(work / "status.json", phase, epochs)
     train_batches = training_batches(x, y, cfg, seed, first_epoch=first, x_mirror=x_mirror)
     val_batches = Batches(x_val, one_hot(y_val, cfg.num_classes), cfg.batch_size)
     model.fit(
         **fit_data(train_batches, val_batches, epochs),
         epochs=epochs,
         initial_epoch=first,
-        callbacks=[c for c in (stop, best, board, backup) if c],  # the backup comes last
+        callbacks=[c for c in (stop, best, board, status, backup) if c],  # the backup last
         verbose=callbacks.keras_verbose(progress),
     )
     return backup.records
@@ -108,8 +109,9 @@ def train_model(
     overrides: dict | None = None,
     vgg16_weights: str = "imagenet",
     progress: bool = True,
-    config: TrainConfig | None = None,
+    train_config: TrainConfig | None = None,
     distribute: str | None = None,
+    skip_trained: bool = False,
 ) -> dict:
     """Train one of the four models and save its model, history and evidence.
 
@@ -122,17 +124,19 @@ def train_model(
         overrides: config fields to override (``epochs``, ``batch_size``); None = keep.
         vgg16_weights: ``imagenet``, ``offline``, ``none`` or a ``.h5`` file (vgg16 only).
         progress: progress bars.
-        config: train with this config instead of the profile's (tests, experiments).
+        train_config: train with this config instead of the profile's (tests, experiments).
         distribute: ``none``, ``mirrored``, ``multiworker`` or ``dataparallel``
             (cifarlab.training.distribute).
+        skip_trained: a model already saved in ``out`` from the same config, data, seed
+            and backend is kept, not trained again (a series re-run after its kernel or
+            runtime died goes on where it stopped).
 
     Returns:
         The metadata written beside the model.
     """
-    from cifarlab import config as cfgmod
     from cifarlab.training import distribute as dist_mod
 
-    cfgmod.check_model(name)
+    config.check_model(name)
     dist = dist_mod.setup(distribute)
     if dist.kind != "none":
         print(
@@ -144,24 +148,32 @@ def train_model(
     if not dist.is_chief:  # workers other than the chief write their copies aside
         out = Layout(root.root / "workers" / dist.task)
         progress = False  # one progress bar per cluster: the chief's
-    profile = cfgmod.resolve_profile(profile)
-    if config is None:
+    profile = config.resolve_profile(profile)
+    if train_config is None:
         # every multiworker worker must train the same configuration: search first
         search = dist.kind != "multiworker"
-        config = resolve_config(name, dataset, profile, root, seed, progress, search)
+        train_config = resolve_config(name, dataset, profile, root, seed, progress, search)
     started = time.time()
     planned = None  # a series with a time budget: the epochs the time left buys
     if (overrides or {}).get("epochs") is None and dist.is_chief:
         planned = plan.start(root, name)
         if planned is not None:
-            config = plan.planned_config(root, config, planned)
-    cfg = dist_mod.scale(config.override(**(overrides or {})).validate(), dist)
+            train_config = plan.planned_config(root, train_config, planned)
+    cfg = dist_mod.scale(train_config.override(**(overrides or {})).validate(), dist)
     precision = set_precision(cfg.precision)
     keras.utils.set_random_seed(seed)
     ds, split, cfg = prepare(dataset, cfg, seed, progress)
     if dist.kind == "dataparallel" and dist.replicas > 1:
         split = _trim_to_replicas(split, dist.replicas)
     work, logs = out.work(name), out.logs(name)
+    kept = skip_trained and _already_trained(out, name, cfg, ds, seed)
+    if kept:
+        print(
+            f"{name} is already trained with these settings: kept {out.model(name)} "
+            "(delete it to train again)",
+            flush=True,
+        )
+        return kept
     with run_lock(work):
         check_resume(work, cfg, ds, seed)
         t0 = time.time()
@@ -224,6 +236,24 @@ def _trim_to_replicas(split, replicas: int):
         x_val=split.x_val[:n_val],
         y_val=split.y_val[:n_val],
     )
+
+
+def _already_trained(out: Layout, name: str, cfg: TrainConfig, ds: Dataset, seed: int):
+    """The saved model's metadata where it was trained from ``cfg``, ``ds`` and ``seed``
+    on this backend and finished (no work folder left); else None."""
+    try:
+        meta = json.loads(out.meta(name).read_text())
+    except (OSError, ValueError):
+        return None
+    same = (
+        out.model(name).is_file()
+        and not out.work(name).exists()
+        and meta.get("config") == json.loads(json.dumps(cfg.to_dict()))
+        and meta.get("dataset", {}).get("sha256") == ds.checksum
+        and meta.get("seed") == seed
+        and meta.get("backend") == keras.backend.backend()
+    )
+    return meta if same else None
 
 
 def check_resume(work: Path, cfg: TrainConfig, ds: Dataset, seed: int) -> None:

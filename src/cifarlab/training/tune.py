@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import keras
 import keras_tuner as kt
 
-from cifarlab import config as cfgmod
+from cifarlab import config
 from cifarlab.config import TrainConfig
 from cifarlab.data.batches import Batches, fit_data, one_hot, training_batches
 from cifarlab.data.datasets import Dataset, load_dataset, prepare, stratified_subset
@@ -59,7 +59,7 @@ def config_from_hp(
     (a budget's list of triples; None: :data:`WIDTHS`). ``families``: the network
     families it searches (a budget's list; None: both; the recipe's is always in)."""
     rec = base.to_dict()  # the recipe the space starts from
-    arch = {**cfgmod.RESNET_HP, **airbench.DEFAULTS, **base.hp}
+    arch = {**config.RESNET_HP, **airbench.DEFAULTS, **base.hp}
     default = arch.get("arch", "resnet")
     families = list(families or FAMILIES)
     families += [] if default in families else [default]
@@ -71,7 +71,7 @@ def config_from_hp(
         bias_lr_scale = _choice(hp, "bias_lr_scale", [1, 64], default=rec["bias_lr_scale"])
     with hp.conditional_scope("optimizer", ["adamw"]):
         adamw_lr = _choice(hp, "adamw_lr", [1e-3, 3e-3, 1e-2], default=3e-3)
-    resnet, weight_decay = {k: arch[k] for k in cfgmod.RESNET_HP}, rec["weight_decay"]
+    resnet, weight_decay = {k: arch[k] for k in config.RESNET_HP}, rec["weight_decay"]
     air = {**{k: arch[k] for k in airbench.DEFAULTS}, "widths": _widths(arch["widths"])}
     l2 = rec["l2"]
     if "resnet" in families:  # a family left out declares no dimension
@@ -94,7 +94,7 @@ def config_from_hp(
     # the other family's keys are left out: a saved config holds the network it builds
     if family == "airbench":
         found = {"arch": "airbench", **air, "widths": [int(w) for w in air["widths"].split("-")]}
-        other = cfgmod.RESNET_HP
+        other = config.RESNET_HP
     else:
         found = {"arch": "resnet", **resnet}
         other = airbench.DEFAULTS
@@ -183,7 +183,7 @@ def trial_config(profile: str, batch_size: int) -> TrainConfig:
     """The profile's tuned recipe at the trials' batch size, its learning rate scaled to
     it (``TrainConfig.at_batch``): the space's defaults (the first trial) are then the
     recipe itself."""
-    return cfgmod.model_config("tuned", profile).at_batch(batch_size)
+    return config.model_config("tuned", profile).at_batch(batch_size)
 
 
 def final_config(hp: kt.HyperParameters, trial: TrainConfig, final: TrainConfig) -> TrainConfig:
@@ -284,8 +284,8 @@ def run_search(
         The winner's config for the full training (learning rate scaled to its batch).
     """
     del vgg16_weights
-    profile = cfgmod.resolve_profile(profile)
-    budget = dict(cfgmod.SEARCH_BUDGET[profile])
+    profile = config.resolve_profile(profile)
+    budget = dict(config.SEARCH_BUDGET[profile])
     started = time.time()
     if max_trials is None:  # a series with a time budget: the trials the time left buys
         max_trials = plan.start(out, "search")
@@ -355,7 +355,7 @@ def run_search(
                 "hyperparameters": t.hyperparameters.values,
             }
         )
-    final = cfgmod.model_config("tuned", profile).override(**(overrides or {}))
+    final = config.model_config("tuned", profile).override(**(overrides or {}))
     cfg = final_config(best_hp, base, final)
     result = {
         "config": {
@@ -417,9 +417,9 @@ def describe_space(profile: str | None = "smoke") -> pd.DataFrame:
     profile's recipe: the first trial), and the condition under which it applies."""
     import pandas as pd
 
-    profile = cfgmod.resolve_profile(profile)
+    profile = config.resolve_profile(profile)
     hp = kt.HyperParameters()
-    budget = cfgmod.SEARCH_BUDGET[profile]
+    budget = config.SEARCH_BUDGET[profile]
     base = trial_config(profile, budget["batch_size"])
     config_from_hp(hp, base, budget.get("widths"), budget.get("families"))
     rows = []

@@ -1,0 +1,20 @@
+"""Print a constraints file that pins every dependency of pyproject.toml (and its dev
+extra) at the lowest version its range admits: `make oldest` tests those."""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+reqs = project["project"]["dependencies"] + project["project"]["optional-dependencies"]["dev"]
+print("# the lowest versions pyproject.toml admits (tools/lowest_constraints.py)")
+for req in reqs:
+    name = re.match(r"[A-Za-z0-9_.\-]+", req).group(0)
+    low = re.search(r"(?:>=|==)\s*([0-9][^,;\s]*)", req)
+    if low:
+        print(f"{name}=={low.group(1)}")
+    else:
+        print(f"# {name}: no lower bound", file=sys.stderr)

@@ -69,7 +69,7 @@ budget = "auto"  # minutes for the whole series; auto: 60 on the cpu profile; No
 # %%
 from cifarlab import config, course, data
 from cifarlab.evaluation import visualize
-from cifarlab.training import evidence, plan, timing, train
+from cifarlab.training import evidence, timing, train
 
 profile = config.resolve_profile(profile)
 overrides = {"epochs": epochs, "batch_size": batch_size}
@@ -96,7 +96,8 @@ info = ds.describe()
 
 # %%
 the_plan = timing.ensure_plan(ds, profile, budget, out, seed, notebooks=True)
-print(plan.describe(the_plan))
+print(course.describe_plan(the_plan))
+course.plan_table(the_plan)
 
 # %% [markdown]
 # ## The images

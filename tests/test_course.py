@@ -208,3 +208,17 @@ def test_the_results_table_is_written_from_expected_csv(tmp_path):
     (tmp_path / "RESULTS.md").write_text(stale)
     course.write_expected_section(tmp_path / "RESULTS.md")
     assert (tmp_path / "RESULTS.md").read_text() == RESULTS_MD.read_text()
+
+
+def test_the_plan_table_says_what_to_expect_nearest_to_the_planned_epochs():
+    row = course.expected_table().iloc[0]
+    epochs = sum(int(p) for p in row["epochs"].split("+"))
+    plan = {
+        "dataset": row["dataset"], "profile": row["profile"],
+        "planned": {row["model"]: epochs + 1, "search": 2},
+        "rates": {row["model"]: {"recipe": epochs}, "search": {"recipe": 4}},
+        "predicted_s": {row["model"]: 600.0, "search": 60.0}, "parts": {},
+    }  # fmt: skip
+    table = course.plan_table(plan).set_index("part")
+    assert table.loc[row["model"], "expect"] == f"{row['test accuracy']} at {row['epochs']} epochs"
+    assert course.nearest_measured(row["model"], "no-such-data", "cpu", 3) == "not measured"

@@ -27,7 +27,7 @@ MODULES = sorted(
 LAYERS = [
     "errors", "layout", "hardware", "config",
     "data", "models", "training", "evaluation",
-    "backend", "notebooks", "course", "series", "ablation", "bench", "cli",
+    "backend", "course", "notebooks", "series", "ablation", "bench", "cli",
 ]  # fmt: skip
 OUTPUT_FOLDERS = {
     "saved_models",

@@ -414,8 +414,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         )  # fmt: skip
         print(table.to_string(index=False))
     elif args.command == "plan":
+        from cifarlab import course
         from cifarlab.data.datasets import load_dataset
-        from cifarlab.training import plan, timing
+        from cifarlab.training import timing
 
         started = time.time()
         ds = load_dataset(args.dataset, progress=not args.quiet)
@@ -424,7 +425,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             ds, profile, budget, args.out, args.seed, notebooks=True, started=started,
             progress=not args.quiet,
         )  # fmt: skip
-        print(plan.describe(the_plan))
+        print(course.describe_plan(the_plan))
     elif args.command == "run":
         from cifarlab.series import run_series
 

@@ -205,6 +205,49 @@ def expected(name: str, dataset_name: str, profile: str, epochs: int | None = No
     return text
 
 
+def nearest_measured(name: str, dataset_name: str, profile: str, epochs: int) -> str:
+    """The measured test accuracy of ``name`` (Expected figures) nearest to ``epochs``
+    epochs, with its epochs; "not measured" where none is."""
+    table = expected_table()
+    if table.empty:
+        return "not measured"
+    rows = table[
+        (table["model"] == name)
+        & (table["dataset"].str.lower() == dataset_name.lower())
+        & (table["profile"] == profile)
+    ]
+    if rows.empty:
+        return "not measured"
+    count = rows["epochs"].map(lambda e: sum(int(p) for p in str(e).split("+")))
+    row = rows.loc[(count - epochs).abs().idxmin()]
+    return f"{row['test accuracy']} at {row['epochs']} epochs"
+
+
+def plan_table(plan: dict):
+    """The series' plan as the notebook shows it: each part, its epochs (trials), its
+    predicted minutes, and what to expect of each model."""
+    import pandas as pd
+
+    from cifarlab.training.plan import table
+
+    rows = table(plan)
+    for r in rows:
+        count = r.get("epochs", r.get("trials"))
+        r["expect"] = (
+            "" if r["part"] == "search"
+            else nearest_measured(r["part"], plan["dataset"], plan["profile"], count)
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def describe_plan(plan: dict) -> str:
+    """:func:`cifarlab.training.plan.describe` with what to expect of each model."""
+    from cifarlab.training.plan import describe
+
+    expect = dict(zip(*plan_table(plan)[["part", "expect"]].T.values))
+    return describe(plan, expect)
+
+
 # --------------------------------------------------------------------------- the reading
 
 

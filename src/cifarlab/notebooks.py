@@ -154,7 +154,7 @@ def run_notebooks(
     from jupyter_client.kernelspec import NoSuchKernel
     from nbclient.exceptions import DeadKernelError
 
-    from cifarlab import config
+    from cifarlab import config, course
     from cifarlab.data.datasets import load_dataset
     from cifarlab.layout import Layout
     from cifarlab.training import plan, timing
@@ -183,7 +183,7 @@ def run_notebooks(
         the_plan = timing.make_plan(
             ds, profile, params["budget"], out, seed, notebooks=True, started=started
         )
-        print(plan.describe(the_plan), flush=True)
+        print(course.describe_plan(the_plan), flush=True)
     done = []
     for i, name in enumerate(names, 1):
         target = layout.executed_notebook(name)

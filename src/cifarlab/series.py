@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cifarlab import config
+from cifarlab import config, course
 from cifarlab.data.datasets import load_dataset
 from cifarlab.evaluation import evaluate, visualize
 from cifarlab.models.vgg16 import resolve_vgg16_weights
@@ -39,7 +39,7 @@ def run_series(
     ds = load_dataset(dataset, progress=progress)
     budget_min = timing.resolve_budget(budget, profile, overrides)
     the_plan = timing.make_plan(ds, profile, budget_min, out, seed, started=started)
-    print(plan.describe(the_plan), flush=True)
+    print(course.describe_plan(the_plan), flush=True)
     metas = [
         train_model(
             name, ds, profile, out, seed, overrides, vgg16_weights, progress, skip_trained=True

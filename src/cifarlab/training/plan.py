@@ -238,8 +238,9 @@ def table(plan: dict) -> list[dict]:
     return rows
 
 
-def describe(plan: dict) -> str:
-    """The plan as the terminal shows it, with the predicted finish time."""
+def describe(plan: dict, expect: dict[str, str] | None = None) -> str:
+    """The plan as the terminal shows it, with the predicted finish time (and, given
+    ``expect``, what to expect of each model)."""
     lines = [
         f"plan: {plan['dataset']}, profile {plan['profile']}, budget "
         + (
@@ -255,6 +256,7 @@ def describe(plan: dict) -> str:
             f"  {r['part']:<9} {r[unit]:>3} {unit:<6} (recipe {r['recipe']:>2})  "
             f"{r['predicted min']:>6.1f} min"
             + (f"  at {', '.join(f'{k} {v}' for k, v in update.items())}" if update else "")
+            + (f"  expect {expect[r['part']]}" if (expect or {}).get(r["part"]) else "")
         )
     finish_at = plan["started"] + plan["predicted_total_s"]
     lines.append(

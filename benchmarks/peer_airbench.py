@@ -134,7 +134,10 @@ def run_peer(dataset: str, widths: list[int], batch_size: int, steps: int, warmu
 # --------------------------------------------------------------------------- cifarlab
 
 
-def run_cifarlab(dataset: str, widths: list[int], batch_size: int, steps: int, warmup: int) -> dict:
+def run_cifarlab(
+    dataset: str, widths: list[int], batch_size: int, steps: int, warmup: int,
+    precision: str = "float32",
+) -> dict:  # fmt: skip
     import keras
 
     from cifarlab import config, models
@@ -144,7 +147,7 @@ def run_cifarlab(dataset: str, widths: list[int], batch_size: int, steps: int, w
     from cifarlab.training.recipe import compile_model, set_precision
 
     cfg = config.model_config("tuned", "cpu").at_batch(batch_size)
-    cfg = cfg.replace(hp={**cfg.hp, "widths": widths})
+    cfg = cfg.replace(hp={**cfg.hp, "widths": widths}, precision=precision)
     _, split, cfg = prepare(load_dataset(dataset, progress=False), cfg, 0, progress=False)
     precision = set_precision(cfg.precision)
     keras.utils.set_random_seed(0)
@@ -185,15 +188,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument(
+        "--precision", nargs="+", default=["float32", "auto"],
+        help="cifarlab's precisions to time (float32 is the peer's on a CPU; auto: "
+        "bfloat16 where the CPU has AVX512-BF16 / AMX)",
+    )  # fmt: skip
     ap.add_argument("--side", choices=["peer", "cifarlab"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:  # a child: one side, one width
-        fn = run_peer if args.side == "peer" else run_cifarlab
         widths = [int(w) for w in args.widths[0].split(",")]
-        print(
-            "PEER-JSON "
-            + json.dumps(fn(args.dataset, widths, args.batch_size, args.steps, args.warmup))
-        )
+        run = (args.dataset, widths, args.batch_size, args.steps, args.warmup)
+        res = run_peer(*run) if args.side == "peer" else run_cifarlab(*run, args.precision[0])
+        print("PEER-JSON " + json.dumps(res))
         return
     from cifarlab.hardware import cpu_name, matmul_gflops
 
@@ -202,19 +208,21 @@ def main() -> None:
                       "matmul_gflops": round(matmul_gflops(), 1)}))  # fmt: skip
     for w in args.widths:
         rates = {}
-        for side in ("peer", "cifarlab"):
+        for side, precision in [("peer", "float32")] + [("cifarlab", p) for p in args.precision]:
             cmd = [sys.executable, __file__, "--side", side, "--widths", w, "--dataset",
                    args.dataset, "--batch-size", str(args.batch_size), "--steps",
-                   str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
+                   str(args.steps), "--warmup", str(args.warmup), "--precision", precision]  # fmt: skip
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
             r = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = next((ln for ln in r.stdout.splitlines() if ln.startswith("PEER-JSON ")), None)
             if line is None:
                 sys.exit(f"{side} at {w} failed:\n{r.stderr[-3000:]}")
-            rates[side] = json.loads(line[len("PEER-JSON ") :])
-            print(json.dumps(rates[side]), flush=True)
-        ratio = rates["cifarlab"]["train_images_per_s"] / rates["peer"]["train_images_per_s"]
-        print(json.dumps({"widths": w, "ratio_cifarlab_to_authors": round(ratio, 3)}), flush=True)
+            rates[side, precision] = res = json.loads(line[len("PEER-JSON ") :])
+            print(json.dumps(res), flush=True)
+            if side == "cifarlab":
+                ratio = res["train_images_per_s"] / rates["peer", "float32"]["train_images_per_s"]
+                print(json.dumps({"widths": w, "cifarlab_precision": res["precision"],
+                                  "ratio_cifarlab_to_authors": round(ratio, 3)}), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

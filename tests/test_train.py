@@ -640,3 +640,17 @@ def test_set_precision_auto_is_float32_on_this_cpu_and_recorded(monkeypatch):
     monkeypatch.setattr(recipe, "cpu_has_bf16", lambda: False)
     assert recipe.set_precision("auto") == "float32"
     assert evidence.environment()["hardware"]["accelerator"] == {"kind": "cpu"}
+
+
+@pytest.mark.parametrize("image_size", [32, 48])
+def test_vgg16_figures_use_layers_that_still_have_a_spatial_extent(image_size):
+    """At CIFAR's size VGG16's block5_pool is 1x1: its feature maps and Grad-CAM show
+    nothing, so the figures stop at the deepest layer of at least 2x2."""
+    from cifarlab.evaluation import visualize
+
+    cfg = _cfg("vgg16")
+    cfg = cfg.replace(hp={**cfg.hp, "image_size": image_size})
+    m = models.build_vgg16(cfg, weights="none")
+    layers = visualize.block_outputs(m)
+    assert len(layers) == 5 and layers[-1] == "block5_conv3"
+    assert all(min(m.get_layer(n).output.shape[1:3]) >= 2 for n in layers)

@@ -57,12 +57,15 @@ def conv_layers(model) -> list:
 
 
 def block_outputs(model) -> list[str]:
-    """The last layer of each convolution block (block1, stage2, ...), in order."""
+    """The last layer of each convolution block (block1, stage2, ...) that still has a
+    spatial extent of at least 2x2, in order: a 32x32 input reaches VGG16's block5_pool
+    as 1x1, a map that shows nothing (its feature maps and Grad-CAM use block5_conv3)."""
     last: dict[str, str] = {}
     prefixes = {re.match(r"[a-z]+\d*", lay.name).group(0) for lay in conv_layers(model)}
     for lay in model.layers:
         pre = re.match(r"[a-z]+\d*", lay.name)
-        if pre and pre.group(0) in prefixes and len(lay.output.shape) == 4:
+        shape = lay.output.shape
+        if pre and pre.group(0) in prefixes and len(shape) == 4 and min(shape[1:3]) >= 2:
             last[pre.group(0)] = lay.name
     return list(last.values())
 

@@ -217,10 +217,13 @@ def train_model(
             extra={"profile": profile, "precision": precision, **extra},
         )
     out.remove_work(name)
+    scored = (  # what the saved weights score: the best epoch's, or the last one's
+        f"best val accuracy {meta['best_val_accuracy']:.4f}"
+        if cfg.restore_best
+        else f"last epoch's val accuracy {meta['final_val_accuracy']:.4f}, kept"
+    )
     print(
-        f"saved {out.model(name)} (best val accuracy {meta['best_val_accuracy']:.4f}, "
-        f"{meta['epochs_run']} epochs, {wall:.0f} s)",
-        flush=True,
+        f"saved {out.model(name)} ({kept}, {meta['epochs_run']} epochs, {wall:.0f} s)", flush=True
     )
     return meta
 

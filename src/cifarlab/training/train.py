@@ -223,7 +223,7 @@ def train_model(
         else f"last epoch's val accuracy {meta['final_val_accuracy']:.4f}, kept"
     )
     print(
-        f"saved {out.model(name)} ({kept}, {meta['epochs_run']} epochs, {wall:.0f} s)", flush=True
+        f"saved {out.model(name)} ({scored}, {meta['epochs_run']} epochs, {wall:.0f} s)", flush=True
     )
     return meta
 

@@ -325,3 +325,18 @@ def test_bench_times_the_same_training_in_a_process_and_in_a_notebook_kernel():
         "kernel_vs_process": k,
     }
     assert f"ratio **{k['ratio']:.3f}**" in throughput.markdown(result)
+
+
+def test_relative_data_and_cache_folders_reach_the_kernels_as_absolute_paths(tmp_path, monkeypatch):
+    """`CIFARLAB_DATA_DIR=../shared/data make run`: the kernels start in notebooks/, where
+    the relative path would name another folder."""
+    from cifarlab import notebooks
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CIFARLAB_DATA_DIR", "../shared/data")
+    monkeypatch.setenv("CIFARLAB_CACHE_DIR", "cache")
+    notebooks._absolute_paths_in_environment()
+    import os
+
+    assert os.environ["CIFARLAB_DATA_DIR"] == str(tmp_path.parent / "shared" / "data")
+    assert os.environ["CIFARLAB_CACHE_DIR"] == str(tmp_path / "cache")

@@ -122,6 +122,17 @@ def _epochs_to_terminal(out, every_s: float = 2.0):
         thread.join()
 
 
+#: the environment variables that name folders: relative ones are made absolute for the
+#: kernels, which start in the notebooks' folder
+PATH_VARIABLES = ("CIFARLAB_DATA_DIR", "CIFARLAB_CACHE_DIR")
+
+
+def _absolute_paths_in_environment() -> None:
+    for name in PATH_VARIABLES:
+        if os.environ.get(name):
+            os.environ[name] = str(Path(os.environ[name]).resolve())
+
+
 def run_notebooks(
     dataset: str,
     profile: str | None,
@@ -162,6 +173,7 @@ def run_notebooks(
     out = Path(out).resolve()
     src = notebooks_dir()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the kernels inherit it
+    _absolute_paths_in_environment()  # the kernels start in notebooks/, not here
     layout = Layout(out)
     layout.notebooks_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()

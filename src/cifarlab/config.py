@@ -392,7 +392,7 @@ BUDGET_MAX_FACTOR = 3
 #: Fixed costs the plan does not time itself, in seconds: saving a model with its
 #: evidence, every figure of a series, a notebook kernel's start (BENCHMARKS.md).
 BUDGET_SAVE_S = 5.0
-BUDGET_FIGURES_S = 180.0
+BUDGET_FIGURES_S = 120.0
 BUDGET_KERNEL_S = 15.0
 
 

@@ -264,6 +264,27 @@ def run_lock(work: Path):
         fh.close()
 
 
+@contextlib.contextmanager
+def repeating(every_s: float, action):
+    """Call ``action`` every ``every_s`` seconds from a background thread while the block
+    runs (a lock's heartbeat, the terminal's epoch lines)."""
+    import threading
+
+    stop = threading.Event()
+
+    def loop():
+        while not stop.wait(every_s):
+            action()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _owner_alive(owner: dict, path: Path) -> bool:
     import socket
     import time
@@ -285,7 +306,6 @@ def _owner_alive(owner: dict, path: Path) -> bool:
 @contextlib.contextmanager
 def _file_lock(path: Path):
     import socket
-    import threading
 
     me = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
     for _ in range(2):  # a stale lock is removed once, then taken
@@ -305,19 +325,15 @@ def _file_lock(path: Path):
         break
     else:
         raise _busy(path.parent)
-    stop = threading.Event()
 
     def heartbeat():
-        while not stop.wait(LOCK_HEARTBEAT_S):
-            with contextlib.suppress(OSError):
-                os.utime(path)
+        with contextlib.suppress(OSError):
+            os.utime(path)
 
-    beat = threading.Thread(target=heartbeat, daemon=True)
-    beat.start()
     try:
-        yield
+        with repeating(LOCK_HEARTBEAT_S, heartbeat):
+            yield
     finally:
-        stop.set()
         with contextlib.suppress(OSError):
             if path.read_text() == me:
                 path.unlink()

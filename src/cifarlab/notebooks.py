@@ -102,24 +102,18 @@ def _status_lines(out, seen: dict) -> list[str]:
 def _epochs_to_terminal(out, every_s: float = 2.0):
     """While a notebook runs, print each epoch its kernel finishes (the kernel's own
     output goes to the notebook): the terminal shows which model and epoch it is on."""
-    import threading
-
     from tqdm import tqdm
 
-    stop, seen = threading.Event(), {}
+    from cifarlab.layout import repeating
 
-    def watch():
-        while not stop.wait(every_s):
-            for line in _status_lines(out, seen):
-                tqdm.write(line)
+    seen: dict = {}
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
+    def show():
+        for line in _status_lines(out, seen):
+            tqdm.write(line)
+
+    with repeating(every_s, show):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 #: the environment variables that name folders: relative ones are made absolute for the

@@ -28,11 +28,12 @@ def model_inputs(
     name: str, ds: Dataset, profile: str, seed: int = 0, out=None, overrides: dict | None = None
 ):
     """``(split, cfg)`` exactly as ``name`` trains: its split and data statistics, the
-    overrides (``epochs``, ``batch_size``; None = the profile's) applied; for ``tuned``
-    the search's winner from ``out`` (run the search first)."""
-    from cifarlab.training.train import resolve_config
+    overrides (``epochs``, ``batch_size``; None = the profile's, or the budget plan's)
+    applied; for ``tuned`` the search's winner from ``out`` (run the search first)."""
+    from cifarlab.training.train import planned_config, resolve_config
 
     cfg = resolve_config(name, ds, profile, layout(out or "."), seed, False, search=False)
+    cfg = planned_config(name, cfg, layout(out or "."), overrides)  # a budget's epochs
     cfg = cfg.override(**(overrides or {})).validate()
     _, split, cfg = prepare(ds, cfg, seed, progress=False)
     return split, cfg

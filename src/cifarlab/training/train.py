@@ -100,6 +100,15 @@ def resolve_config(
     return tune.best_config(out, dataset, profile, seed, progress=progress, search=search)
 
 
+def planned_config(name: str, cfg: TrainConfig, out, overrides: dict | None = None) -> TrainConfig:
+    """``cfg`` as the series' plan in ``out`` sizes it (cifarlab.training.plan), unless the
+    epochs are given (``overrides``) or no budget plan runs there."""
+    if (overrides or {}).get("epochs") is not None:
+        return cfg
+    count = plan.start(out, name)
+    return cfg if count is None else plan.planned_config(out, cfg, count)
+
+
 def train_model(
     name: str,
     dataset: str | Dataset = "cifar100",
@@ -154,11 +163,8 @@ def train_model(
         search = dist.kind != "multiworker"
         train_config = resolve_config(name, dataset, profile, root, seed, progress, search)
     started = time.time()
-    planned = None  # a series with a time budget: the epochs the time left buys
-    if (overrides or {}).get("epochs") is None and dist.is_chief:
-        planned = plan.start(root, name)
-        if planned is not None:
-            train_config = plan.planned_config(root, train_config, planned)
+    if dist.is_chief:  # a series with a time budget: the epochs the time left buys
+        train_config = planned_config(name, train_config, root, overrides)
     cfg = dist_mod.scale(train_config.override(**(overrides or {})).validate(), dist)
     precision = set_precision(cfg.precision)
     keras.utils.set_random_seed(seed)

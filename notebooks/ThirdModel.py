@@ -80,6 +80,14 @@ overrides = {"epochs": epochs, "batch_size": batch_size}
 # The `cpu` budget (4 short trials) searches the airbench family only: there the
 # residual nets that random trials drew scored near chance and taught nothing.
 
+# %% [markdown]
+# KerasTuner's side of it, as Keras code: `build(hp)` builds and compiles one trial's
+# model from the hyperparameters `hp` draws (`config_from_hp` declares each dimension:
+# `hp.Choice`, `hp.Float`, `hp.Boolean`, with the recipe as every default).
+
+# %%
+course.code(tune.TunedHyperModel.build, tune.config_from_hp)
+
 # %%
 tune.describe_space(profile)
 

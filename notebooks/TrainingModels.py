@@ -69,7 +69,8 @@ budget = "auto"  # minutes for the whole series; auto: 60 on the cpu profile; No
 # %%
 from cifarlab import config, course, data
 from cifarlab.evaluation import visualize
-from cifarlab.training import evidence, timing, train
+from cifarlab.models import cnn
+from cifarlab.training import evidence, recipe, timing, train, transfer
 
 profile = config.resolve_profile(profile)
 overrides = {"epochs": epochs, "batch_size": batch_size}
@@ -123,6 +124,14 @@ visualize.show(visualize.class_balance(ds, split, figures / "class_balance.png")
 # max-pooling, one dense hidden layer, with dropout after each block and after the hidden
 # layer. Adam, light augmentation (flip and shift), early stopping on validation accuracy.
 # The model contains its own normalisation, so it takes raw pixels.
+
+# %% [markdown]
+# The Keras code that builds it (the library's own definition, shown as it runs), and how
+# every model here is compiled: the optimizer, its learning-rate schedule over the steps
+# it will take, the loss and the metrics.
+
+# %%
+course.code(cnn._classic_cnn, cnn.build_baseline, recipe.compile_model)
 
 # %% [markdown]
 # The network, its size and its cost: parameters, and forward FLOPs per image (two per
@@ -190,6 +199,15 @@ visualize.show(visualize.curves(out, "overfit"), visualize.overfit_gap(out))
 # information in their top block than in random weights (15.9% against 15.2%), so vgg16
 # with them ends under the baseline (RESULTS.md; `benchmarks/vgg16_probe.py` measures any
 # weights).
+
+# %% [markdown]
+# The two phases as Keras code: the base split into a frozen part (its features computed
+# once) and the part to fine-tune; every VGG layer `trainable = False` while the head
+# trains; then the top block unfrozen and the model compiled again at the low fine-tuning
+# rate before the second `fit`.
+
+# %%
+course.code(transfer.train_vgg16)
 
 # %%
 vgg_split, vgg_cfg = course.model_inputs("vgg16", ds, profile, seed, out, overrides)

@@ -222,3 +222,14 @@ def test_the_plan_table_says_what_to_expect_nearest_to_the_planned_epochs():
     table = course.plan_table(plan).set_index("part")
     assert table.loc[row["model"], "expect"] == f"{row['test accuracy']} at {row['epochs']} epochs"
     assert course.nearest_measured(row["model"], "no-such-data", "cpu", 3) == "not measured"
+
+
+def test_the_code_a_notebook_shows_is_the_librarys_own_definition():
+    from cifarlab.models import cnn
+    from cifarlab.training import transfer
+
+    shown = course.code(cnn.build_baseline, transfer.train_vgg16)
+    text = getattr(shown, "data", shown)
+    assert text.startswith("```python\n") and text.endswith("```")
+    assert "def build_baseline(" in text and "layer.trainable = False" in text
+    assert "compile_model(top, ft," in text  # phase 2 compiled again at its own rate

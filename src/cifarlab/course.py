@@ -39,6 +39,21 @@ def model_inputs(
     return split, cfg
 
 
+def code(*objects):
+    """The Keras code behind a step, as the notebook shows it: the library's own source of
+    ``objects`` (functions, classes, methods), read from their one definition, so what a
+    student reads is what runs and cannot drift from it. A Markdown display in a notebook,
+    the text elsewhere."""
+    import inspect
+
+    text = "```python\n" + "\n\n".join(inspect.getsource(o) for o in objects) + "```"
+    try:
+        from IPython.display import Markdown
+    except ImportError:
+        return text
+    return Markdown(text)
+
+
 # --------------------------------------------------------------------------- pictures
 
 

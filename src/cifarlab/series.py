@@ -28,10 +28,17 @@ def run_series(
     budget: float | str | None = "auto",
 ) -> list[dict]:
     """Train baseline, overfit, tuned (searching first) and vgg16, then evaluate them on
-    the test split and draw every figure. Returns the four models' metadata.
+    the test split and draw every figure.
 
-    ``budget``: minutes for the whole series (``auto``: the profile's default, None: the
-    recipes as they are); the plan is printed before any training (cifarlab.training.plan).
+    Args:
+        dataset, profile, out, seed, overrides, vgg16_weights, progress: as
+            :func:`cifarlab.training.train.train_model`.
+        budget: minutes for the whole series (``auto``: the profile's default; None: the
+            recipes as they are); the plan is printed before any training
+            (cifarlab.training.plan).
+
+    Returns:
+        The four models' metadata.
     """
     started = time.time()
     profile = config.resolve_profile(profile)

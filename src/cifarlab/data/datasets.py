@@ -195,7 +195,17 @@ def dataset_path(spec: str) -> Path | None:
 def load_dataset(
     spec: str = "cifar100", *, use_cache: bool = True, progress: bool = True
 ) -> Dataset:
-    """Load the dataset named by ``spec`` (see the module docstring)."""
+    """Load the dataset named by ``spec`` (see the module docstring).
+
+    Args:
+        spec: ``cifar100``, ``cifar10``, an official archive or folder, or an image
+            folder / ``.tar.gz`` / ``.zip`` with ``train/<class>/*`` and ``test/<class>/*``.
+        use_cache: read (and write) the decoded arrays under :func:`cache_dir`.
+        progress: progress bars while downloading and decoding.
+
+    Returns:
+        The Dataset: uint8 images, labels, class names, checksum.
+    """
     path = dataset_path(spec)
     spec = str(spec).strip()
     if path is None:

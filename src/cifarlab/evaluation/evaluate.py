@@ -118,8 +118,17 @@ def within_superclass_share(pairs: pd.DataFrame) -> float | None:
 def evaluate_all(
     out: str | Path = ".", dataset: str | Dataset | None = None, models: list[str] | None = None
 ) -> pd.DataFrame:
-    """Evaluate every saved model; write results.csv / results.md and the per-class and
-    confused-pairs tables. Returns the comparison table."""
+    """Evaluate every saved model on the untouched test split; write results.csv /
+    results.md and the per-class and confused-pairs tables.
+
+    Args:
+        out: the output root the models were saved under (cifarlab.layout).
+        dataset: a spec or a loaded Dataset; None: the one the models were trained on.
+        models: which saved models (None: every one of the series found in ``out``).
+
+    Returns:
+        The comparison table, one row per model.
+    """
     out = layout(out)
     names = trained_models(out, models)
     ds = dataset_for(out, dataset, names)

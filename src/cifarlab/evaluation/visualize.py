@@ -334,7 +334,16 @@ def model_figures(pred: Predictions, class_names: list[str], out: Layout) -> lis
 def visualize_all(
     out: str | Path = ".", dataset=None, models: list[str] | None = None
 ) -> list[Path]:
-    """Every picture for every saved model (regenerated each time), with an index."""
+    """Every picture for every saved model (regenerated each time), with an index.
+
+    Args:
+        out: the output root the models were saved under (cifarlab.layout).
+        dataset: a spec or a loaded Dataset; None: the one the models were trained on.
+        models: which saved models (None: every one of the series found in ``out``).
+
+    Returns:
+        The pictures written, under ``reports/figures/``.
+    """
     out = layout(out)
     names = trained_models(out, models)
     ds = dataset_for(out, dataset, names)

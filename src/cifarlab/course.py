@@ -194,7 +194,7 @@ def write_expected_section(results_md: Path) -> None:
 
 def expected(name: str, dataset_name: str, profile: str, epochs: int | None = None) -> str:
     """What to expect before ``name`` trains: the measured figure for this dataset and
-    profile (:func:`expected_table`), with its evidence and the RESULTS.md section that
+    profile (:func:`expected_table`) nearest to ``epochs``, with its evidence and the RESULTS.md section that
     holds it (which names, for vgg16, the weights it started from), or "not measured". A
     figure measured with another number of epochs than the profile now has is said to be
     so."""
@@ -208,7 +208,9 @@ def expected(name: str, dataset_name: str, profile: str, epochs: int | None = No
         ]
     if table.empty:
         return f"{name} on {dataset_name}, profile {profile}: not measured yet."
-    row = table.iloc[-1]
+    counts = table["epochs"].map(lambda e: sum(int(p) for p in str(e).split("+")))
+    # the figure measured nearest to the epochs this run trains (the latest without them)
+    row = table.iloc[-1] if epochs is None else table.loc[(counts - epochs).abs().idxmin()]
     text = (
         f"{name} on {dataset_name}, profile {profile}: measured {row['test accuracy']} test "
         f"accuracy after {row['epochs']} epochs ({row['hardware']}, {row['backend']}, "

@@ -21,12 +21,13 @@ CONSTRAINTS   ?= constraints.txt
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 BUDGET_ARG  := $(if $(BUDGET),--budget $(BUDGET),)
 
-.PHONY: setup run series test bench lint clean help lock oldest
+.PHONY: setup run series test test-install bench lint clean help lock oldest
 
 help:
 	@echo "make run    DATASET=... PROFILE=smoke|cpu|full VGG16_WEIGHTS=imagenet|offline|none|FILE BUDGET=minutes|none  (the series)"
 	@echo "make series (the same series from the CLI, without notebooks)"
 	@echo "make test   (the test suite)"
+	@echo "make test-install (pip's resolver: installing into a Colab-like set changes none of it)"
 	@echo "make bench  (throughput benchmarks -> BENCHMARKS.md)"
 	@echo "make lint   (ruff)"
 	@echo "make lock   (refresh constraints.txt from the newest releases pyproject.toml admits)"
@@ -56,6 +57,10 @@ bench: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# pip's resolver installing cifarlab into a Colab-like set (asks the package index)
+test-install: setup
+	$(BIN)/python -m pytest -m network -n 0 tests/test_install.py $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -72,7 +72,7 @@ def test_the_ranges_admit_the_previous_minor_release_of_tensorflow_and_keras():
         assert reqs[name].specifier.contains(previous), f"{name} {previous} is refused"
 
 
-@pytest.mark.slow
+@pytest.mark.network
 def test_installing_into_a_colab_like_environment_changes_none_of_its_packages(tmp_path):
     """pip's resolver (`--dry-run --report`) with the Colab set held fixed: cifarlab's
     ranges admit every preinstalled version, so pip resolves without replacing one."""

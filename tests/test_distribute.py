@@ -43,7 +43,7 @@ TRAJECTORY = """
     cfg = config.model_config("overfit", "smoke").replace(epochs=3, batch_size={bs}, dataset_limit=640,
                                                           learning_rate={lr})
     meta = train.train_model("overfit", r"{data}", "smoke", r"{out}", 0, progress=False,
-                             config=cfg, distribute="{kind}")
+                             train_config=cfg, distribute="{kind}")
     print("META " + json.dumps(meta["distribute"]))
 """
 

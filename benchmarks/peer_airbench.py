@@ -87,6 +87,9 @@ def run_peer(dataset: str, widths: list[int], batch_size: int, steps: int, warmu
     import airbench.lib_airbench93 as lib
     from airbench.utils import CifarLoader
 
+    if not gpu:  # its test loader asks for device 0 by default: the CPU instead
+        CifarLoader.__init__.__defaults__ = (*CifarLoader.__init__.__defaults__[:-1], "cpu")
+
     ds, split = _split(dataset)
     work = Path(tempfile.mkdtemp())
     (work / "cifar10").mkdir()
@@ -163,10 +166,8 @@ def run_cifarlab(
     train = training_batches(split.x_train, split.y_train, cfg, 0)
     val = Batches(split.x_val[:batch_size], one_hot(split.y_val[:batch_size], 10), batch_size)
     t0 = time.perf_counter()
-    model.fit(
-        **fit_data(train, val, 1), epochs=1, steps_per_epoch=warmup + steps, callbacks=[Clock()],
-        verbose=0,
-    )  # fmt: skip
+    data = {**fit_data(train, val, 1), "steps_per_epoch": warmup + steps}
+    model.fit(**data, epochs=1, callbacks=[Clock()], verbose=0)
     per_step = (stamps[-1] - stamps[warmup - 1]) / steps
     return {
         "side": "cifarlab tuned",

@@ -97,6 +97,23 @@ def test_after_an_overrun_the_rest_is_re_planned_from_the_time_left(tmp_path):
     assert 120 + sum(plan.predicted_s(counts, left).values()) <= 3600 - 2 * b
 
 
+def test_a_kernel_started_is_spent_time_not_overhead_still_to_come(tmp_path):
+    t0 = time.time()
+    _plan_file(tmp_path, 3600, t0)
+    p = plan.read_plan(tmp_path)
+    p["kernel_s"] = 15.0
+    p["rates"]["tuned"]["unit_s"] = 1.0  # one second an epoch: every second left shows
+    p["rates"]["tuned"]["recipe"] = 10_000  # (no cap)
+    plan.write_plan(tmp_path, p)
+    before = plan.planned_count(tmp_path, "tuned", now=t0 + 600)
+    plan.kernel_started(tmp_path)
+    plan.kernel_started(tmp_path)
+    assert plan.read_plan(tmp_path)["kernels_started"] == 2
+    assert plan.overhead_left(plan.read_plan(tmp_path)) == 120 - 2 * 15
+    after = plan.planned_count(tmp_path, "tuned", now=t0 + 600)
+    assert after - before == pytest.approx(30 * SHARES["tuned"] / sum(SHARES.values()), abs=1)
+
+
 def test_past_the_deadline_each_part_left_shows_its_lesson_at_least(tmp_path):
     t0 = time.time()
     _plan_file(tmp_path, 3600, t0 - 3600)
@@ -156,7 +173,10 @@ def test_a_rerun_keeps_what_was_trained_with_the_same_settings_and_retrains_on_a
     model = tmp_path / "saved_models" / "baseline.keras"
     first = run(1)
     stamp = model.stat().st_mtime_ns
+    _plan_file(tmp_path, 3600, time.time())  # a new series' plan: the kept model's part
     assert run(1)["created"] == first["created"] and model.stat().st_mtime_ns == stamp
+    kept = plan.read_plan(tmp_path)["parts"]["baseline"]
+    assert kept["kept"] and "ended" in kept  # is done: its time goes to the others
     changed = run(2)
     assert changed["config"]["epochs"] == 2 and model.stat().st_mtime_ns != stamp
 

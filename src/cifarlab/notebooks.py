@@ -195,6 +195,7 @@ def run_notebooks(
         target = layout.executed_notebook(name)
         print(f"[{i}/{len(names)}] {name}.ipynb -> {target}", flush=True)
         t0 = time.time()
+        plan.kernel_started(out)  # its start is spent time from now on, not time to come
         log = target.with_suffix(".log")
         try:
             with _stderr_to(log), _epochs_to_terminal(out):  # TensorFlow's start-up lines

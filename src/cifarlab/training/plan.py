@@ -119,10 +119,26 @@ def planned_count(out, part: str, now: float | None = None) -> int | None:
     if part not in left:  # trained already: the count it trained with
         return plan["parts"][part]["count"]
     try:
-        counts = allocate(plan["deadline"] - now, left, config.BUDGET_SHARES, plan["overhead_s"])
+        counts = allocate(plan["deadline"] - now, left, config.BUDGET_SHARES, overhead_left(plan))
     except BudgetTooSmall:  # over time already: each part left shows its lesson at least
         counts = {p: r.least for p, r in left.items()}
     return counts[part]
+
+
+def overhead_left(plan: dict) -> float:
+    """The plan's overhead still to come: the kernels started already (counted by
+    :func:`kernel_started`) are in the time spent."""
+    started = plan.get("kernels_started", 0) * plan.get("kernel_s", 0.0)
+    return max(0.0, plan["overhead_s"] - started)
+
+
+def kernel_started(out) -> None:
+    """Count a notebook kernel's start into the plan (its cost is then in the time
+    spent, not still to come)."""
+    plan = read_plan(out)
+    if plan and "ended" not in plan:
+        plan["kernels_started"] = plan.get("kernels_started", 0) + 1
+        write_plan(out, plan)
 
 
 def start(out, part: str) -> int | None:
@@ -159,9 +175,12 @@ def with_epochs(cfg: TrainConfig, epochs: int) -> TrainConfig:
     return cfg.replace(epochs=epochs, hp={**cfg.hp, "head_epochs": head})
 
 
-def record(out, part: str, count: int, started: float, ended: float) -> dict | None:
+def record(
+    out, part: str, count: int, started: float, ended: float, kept: bool = False
+) -> dict | None:
     """Write ``part``'s planned and actual minutes into the plan; returns that entry (also
-    kept in the model's evidence). None where no plan exists."""
+    kept in the model's evidence). ``kept``: a model trained before was kept, the part is
+    done. None where no plan exists."""
     plan = read_plan(out)
     if not plan or part not in plan["rates"] or "ended" in plan:
         return None
@@ -175,6 +194,8 @@ def record(out, part: str, count: int, started: float, ended: float) -> dict | N
         "started": started,
         "ended": ended,
     }
+    if kept:
+        entry["kept"] = True
     plan["parts"][part] = entry
     write_plan(out, plan)
     return entry

@@ -235,6 +235,7 @@ def make_plan(
         "started": started,
         "deadline": None if budget_min is None else started + budget_min * 60,
         "overhead_s": over,
+        "kernel_s": config.BUDGET_KERNEL_S if notebooks else 0.0,
         "spent_before_training_s": spent,
         "rates": {p: asdict(r) for p, r in rates.items()},
         "planned": counts,

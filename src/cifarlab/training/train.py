@@ -179,6 +179,8 @@ def train_model(
             "(delete it to train again)",
             flush=True,
         )
+        if dist.is_chief:  # its part of the plan is done
+            plan.record(root, name, cfg.epochs, started, time.time(), kept=True)
         return kept
     with run_lock(work):
         check_resume(work, cfg, ds, seed)

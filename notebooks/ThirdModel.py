@@ -57,6 +57,8 @@ batch_size = None  # None: the profile's batch size
 budget = "auto"  # minutes for the whole series; auto: 60 on the cpu profile; None: the recipes
 
 # %%
+from IPython.display import Markdown, display
+
 from cifarlab import config, course, data
 from cifarlab.evaluation import visualize
 from cifarlab.training import evidence, train, tune
@@ -97,7 +99,8 @@ tune.describe_space(profile)
 # scored by validation accuracy. The budget (trials, epochs, images) comes from the profile.
 # A trial replaces the recipe only if it leads by more than chance on these validation
 # images (a one-sided 5% test, `cifarlab.training.winner`): on real CIFAR-100 a trial that led by
-# 1.2 points on 2,500 images trained far worse than the recipe over the full budget.
+# 1.2 points on its validation images trained far worse than the recipe over the
+# full budget (RESULTS.md).
 
 # %%
 ds = data.load_dataset(dataset)
@@ -124,11 +127,13 @@ visualize.show(
     course.augmentation("tuned", cfg, split, out),
     course.lr_schedule("tuned", cfg, len(split.y_train), out),
 )
-print(course.expected("tuned", ds.name, profile, cfg.epochs))
+display(Markdown(course.training_words("tuned", cfg, split, ds)))
+print(course.expected("tuned", ds.name, profile, cfg.epochs, ds.num_classes))
 
 # %%
 tuned = train.train_model(
     "tuned", ds, profile, out, seed, overrides, vgg16_weights, skip_trained=True
 )
 visualize.show(visualize.curves(out, "tuned"))
+display(Markdown(course.after_training(tuned)))
 evidence.summary_table(out, ["tuned"])

@@ -23,10 +23,11 @@
 # check this below), so accuracy is not misled by a majority class. Top-5 accuracy and
 # per-class scores come in *TestModels*.
 #
-# **The protocol.** The 50,000 training images are split once, stratified and seeded, into
-# 40,000 for training and 10,000 for validation. Every choice (early stopping, the best
-# epoch, the hyperparameter search in *ThirdModel*) looks at validation only. The test
-# split is touched once, at the end, in *TestModels*.
+# **The protocol.** The training images are split once, stratified and seeded, into a
+# training part and a validation part; every choice (early stopping, the best epoch, the
+# hyperparameter search in *ThirdModel*) looks at validation only. The test split is
+# touched once, at the end, in *TestModels*. The numbers of this run are printed with the
+# split below.
 #
 # This notebook trains three of the four models; *ThirdModel* searches for and trains the
 # fourth. Everything is saved (`saved_models/*.keras`, `histories/*.npy`, metadata JSON),
@@ -67,6 +68,8 @@ batch_size = None  # None: the profile's batch size
 budget = "auto"  # minutes for the whole series; auto: 60 on the cpu profile; None: the recipes
 
 # %%
+from IPython.display import Markdown, display
+
 from cifarlab import config, course, data
 from cifarlab.evaluation import visualize
 from cifarlab.models import cnn
@@ -116,14 +119,18 @@ visualize.show(course.samples(ds, split, out, seed))
 # image count), not one recomputed for the picture.
 
 # %%
+display(Markdown(course.protocol(ds, split, cfg)))
 visualize.show(visualize.class_balance(ds, split, figures / "class_balance.png"))
 
 # %% [markdown]
 # ## 1. The baseline
 # A small CNN in the classic style: three 3x3 convolutions, max-pooling, four more,
 # max-pooling, one dense hidden layer, with dropout after each block and after the hidden
-# layer. Adam, light augmentation (flip and shift), early stopping on validation accuracy.
-# The model contains its own normalisation, so it takes raw pixels.
+# layer. The model contains its own normalisation, so it takes raw pixels. How it trains
+# in this run, from its configuration:
+
+# %%
+Markdown(course.training_words("baseline", cfg, split, ds))
 
 # %% [markdown]
 # The Keras code that builds it (the library's own definition, shown as it runs), and how
@@ -141,8 +148,9 @@ course.code(cnn._classic_cnn, cnn.build_baseline, recipe.compile_model)
 card = course.architecture("baseline", cfg)
 
 # %% [markdown]
-# What training shows the network: each epoch sees every image flipped or shifted
-# at random (the original is never stored twice), so the model cannot memorise pixels.
+# What training shows the network: a few training images as the augmentation above
+# changes them, drawn by the same code that makes the training batches. A new variant of
+# each image every epoch makes memorising its pixels harder.
 
 # %%
 visualize.show(course.augmentation("baseline", cfg, split, out))
@@ -153,33 +161,36 @@ visualize.show(course.augmentation("baseline", cfg, split, out))
 
 # %%
 visualize.show(course.lr_schedule("baseline", cfg, len(split.y_train), out))
-print(course.expected("baseline", ds.name, profile, cfg.epochs))
+print(course.expected("baseline", ds.name, profile, cfg.epochs, ds.num_classes))
 
 # %%
 baseline = train.train_model(
     "baseline", ds, profile, out, seed, overrides, vgg16_weights, skip_trained=True
 )
 visualize.show(visualize.curves(out, "baseline"))
+Markdown(course.after_training(baseline))
 
 # %% [markdown]
 # ## 2. A model that overfits on purpose
 # The same layout with a wider hidden layer and *no* regularisation: no dropout, no
-# augmentation, no early stopping, a quarter of the training images (validated on the
-# same hold-out images as the other models) and a constant learning rate.
+# augmentation, no early stopping, part of the training images (validated on the same
+# hold-out images as the other models) and a constant learning rate.
 # Training accuracy climbs towards 100% while validation accuracy stalls and validation
 # loss rises: the model memorises instead of generalising.
 
 # %%
 overfit_split, overfit_cfg = course.model_inputs("overfit", ds, profile, seed, out, overrides)
 card = course.architecture("overfit", overfit_cfg, show_summary=False)
+display(Markdown(course.training_words("overfit", overfit_cfg, overfit_split, ds)))
 visualize.show(course.lr_schedule("overfit", overfit_cfg, len(overfit_split.y_train), out))
-print(course.expected("overfit", ds.name, profile, overfit_cfg.epochs))
+print(course.expected("overfit", ds.name, profile, overfit_cfg.epochs, ds.num_classes))
 
 # %%
 overfit = train.train_model(
     "overfit", ds, profile, out, seed, overrides, vgg16_weights, skip_trained=True
 )
 visualize.show(visualize.curves(out, "overfit"), visualize.overfit_gap(out))
+Markdown(course.after_training(overfit))
 
 # %% [markdown]
 # ## 4. Transfer learning from VGG16
@@ -212,7 +223,8 @@ course.code(transfer.train_vgg16)
 # %%
 vgg_split, vgg_cfg = course.model_inputs("vgg16", ds, profile, seed, out, overrides)
 card = course.architecture("vgg16", vgg_cfg, show_summary=False)
-print(course.expected("vgg16", ds.name, profile, vgg_cfg.epochs))
+display(Markdown(course.training_words("vgg16", vgg_cfg, vgg_split, ds)))
+print(course.expected("vgg16", ds.name, profile, vgg_cfg.epochs, ds.num_classes))
 
 # %%
 vgg = train.train_model(
@@ -220,6 +232,7 @@ vgg = train.train_model(
 )
 print("VGG16 weights:", vgg["weights_source"])
 visualize.show(visualize.curves(out, "vgg16"))
+Markdown(course.after_training(vgg))
 
 # %% [markdown]
 # ## What was saved

@@ -109,3 +109,35 @@ visualize.show(visualize.figures(out, "predictions"), visualize.figures(out, "mi
 
 # %%
 visualize.show(visualize.figures(out, "gradcam"))
+
+# %% [markdown]
+# ## Using a saved model: plain Keras, one image
+# Everything above came from files on disk. A saved model needs nothing of this library
+# to run: Keras loads the `.keras` file (safe mode, no custom code) and predicts on raw
+# pixels, the normalisation and any test-time augmentation being layers of the model.
+# Here the best model of this series classifies one test image.
+
+# %%
+import keras
+import pandas as pd
+from IPython.display import Markdown
+
+from cifarlab import course, data
+from cifarlab.layout import layout
+
+best = pd.read_csv(layout(out).results_csv).sort_values("test_accuracy").iloc[-1]["model"]
+model = keras.saving.load_model(layout(out).model(best), compile=False, safe_mode=True)
+ds = data.load_dataset(dataset)
+image = ds.x_test[:1]  # a batch of one raw 32x32x3 image, uint8 as on disk
+probabilities = keras.ops.convert_to_numpy(model.predict(image, verbose=0))[0]
+visualize.show(visualize.one_prediction(ds, 0, probabilities, layout(out).figure("one_image", best)))
+pd.Series(probabilities, index=ds.class_names).nlargest(3).rename("probability")
+
+# %% [markdown]
+# ## What to try next
+# Every setting of every model lives in one place, `cifarlab.config.RECIPES` (printed
+# per model and profile by `cifarlab config MODEL --profile PROFILE`); a command-line flag
+# or a notebook parameter overrides one field for a run.
+
+# %%
+Markdown(course.next_steps())

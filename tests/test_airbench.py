@@ -310,20 +310,32 @@ def test_the_search_space_holds_the_airbench_family_and_builds_its_winner():
     assert built.get_layer(airbench.WHITEN) is not None
 
 
-def test_the_ablation_trains_each_part_removed_scores_with_plain_keras_and_resumes(
-    tmp_path, tiny_data, monkeypatch
-):
-    from cifarlab import ablation, layout
+PARTS = ["whitening", "test-time-views"]
+
+
+@pytest.fixture(scope="module")
+def ablated(tmp_path_factory, tiny_data):
+    """One ablation run (the whole recipe, and without two parts), for the tests below."""
+    from cifarlab import ablation
+
+    out = tmp_path_factory.mktemp("ablation")
+    table = ablation.run_ablation(tiny_data, "smoke", out, parts=PARTS, epochs=1, progress=False)
+    return out, table
+
+
+def test_the_ablation_refuses_a_part_it_does_not_know(tmp_path, tiny_data):
+    from cifarlab import ablation
     from cifarlab.errors import CifarlabError
-    from cifarlab.training import train
 
     with pytest.raises(CifarlabError, match="unknown part"):
         ablation.run_ablation(tiny_data, "smoke", tmp_path, parts=["wings"], progress=False)
-    table = ablation.run_ablation(
-        tiny_data, "smoke", tmp_path, parts=["whitening", "test-time-views"], epochs=1,
-        progress=False,
-    )  # fmt: skip
-    assert table["part removed"].tolist() == ["whole", "whitening", "test-time-views"]
+
+
+def test_the_ablation_trains_the_whole_recipe_and_each_part_removed(ablated):
+    from cifarlab import layout
+
+    tmp_path, table = ablated
+    assert table["part removed"].tolist() == ["whole", *PARTS]
     assert table["vs_whole"].iloc[0] == 0 and table["test_images"].eq(100).all()
     out = layout.Layout(tmp_path)
     saved = {
@@ -333,25 +345,41 @@ def test_the_ablation_trains_each_part_removed_scores_with_plain_keras_and_resum
     assert saved["whole"]["hp"]["whiten"] and not saved["whitening"]["hp"]["whiten"]
     assert saved["whole"]["tta_shift"] == 1 and saved["test-time-views"]["tta_shift"] == 0
     assert saved["whole"]["epochs"] == 1
-    # the figure is what plain Keras predicts from the saved file
-    import keras
-
-    from cifarlab import data
-
-    ds = data.load_dataset(str(tiny_data), progress=False)
-    m = keras.saving.load_model(out.ablation_run("whole").model("tuned"), safe_mode=True)
-    acc = (m.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test).mean()
-    assert table["test_accuracy"].iloc[0] == pytest.approx(acc)
     assert "| whole |" in out.ablation_md.read_text()
     assert out.figure("ablation_minutes").read_bytes()[:4] == b"\x89PNG"  # accuracy vs minutes
-    # finished runs are read back, not trained again
+
+
+def test_the_ablation_scores_what_plain_keras_predicts_from_the_saved_file(ablated, tiny_data):
+    import keras
+
+    from cifarlab import data, layout
+
+    tmp_path, table = ablated
+    ds = data.load_dataset(str(tiny_data), progress=False)
+    path = layout.Layout(tmp_path).ablation_run("whole").model("tuned")
+    m = keras.saving.load_model(path, safe_mode=True)
+    acc = (m.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test).mean()
+    assert table["test_accuracy"].iloc[0] == pytest.approx(acc)
+
+
+def test_the_ablation_reads_finished_runs_back_instead_of_training_again(
+    ablated, tiny_data, monkeypatch
+):
+    from cifarlab import ablation
+    from cifarlab.training import train
+
+    tmp_path, table = ablated
     monkeypatch.setattr(train, "train_model", lambda *a, **k: pytest.fail("retrained"))
-    again = ablation.run_ablation(
-        tiny_data, "smoke", tmp_path, parts=["whitening", "test-time-views"], epochs=1,
-        progress=False,
-    )  # fmt: skip
+    again = ablation.run_ablation(tiny_data, "smoke", tmp_path, parts=PARTS, epochs=1, progress=False)
     assert again["test_accuracy"].tolist() == table["test_accuracy"].tolist()
-    # benchmarks/frontier.py: the same runs' accuracy against minutes, from the saved files
+
+
+def test_the_frontier_script_reads_accuracy_and_minutes_from_the_saved_runs(ablated, tiny_data):
+    """benchmarks/frontier.py: the same runs' accuracy against minutes, from the saved files."""
+    from cifarlab import layout
+
+    tmp_path, table = ablated
+    out = layout.Layout(tmp_path)
     frontier = _frontier_script()
     runs = [f"{p}={out.ablation_run(p).root}" for p in ("whole", "whitening")]
     front = frontier.frontier(runs, tmp_path / "front.png", "t")
@@ -359,13 +387,25 @@ def test_the_ablation_trains_each_part_removed_scores_with_plain_keras_and_resum
         f"{100 * a:.2f}%" for a in table["test_accuracy"].iloc[:2]
     ]
     assert front["network"].iloc[0].startswith("airbench") and front["epochs"].eq(1).all()
-    # the FLOP count's images are those of the library's own split
-    cfg = saved["whole"]
-    split = data.split_train_val(ds, cfg["val_fraction"], 0, limit=cfg["dataset_limit"])
-    counted = frontier.split_sizes(len(ds.y_train), cfg)
-    assert counted == (len(split.y_train), len(split.y_val))
-    assert frontier.split_sizes(50_000, {**cfg, "dataset_limit": None}) == (40_000, 10_000)
     assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_frontier_counts_the_images_of_the_librarys_own_split(ablated, tiny_data):
+    from cifarlab import data, layout
+
+    tmp_path, _ = ablated
+    frontier = _frontier_script()
+    cfg = json.loads(layout.Layout(tmp_path).ablation_run("whole").meta("tuned").read_text())[
+        "config"
+    ]
+    ds = data.load_dataset(str(tiny_data), progress=False)
+    split = data.split_train_val(ds, cfg["val_fraction"], 0, limit=cfg["dataset_limit"])
+    assert frontier.split_sizes(len(ds.y_train), cfg) == (len(split.y_train), len(split.y_val))
+    assert frontier.split_sizes(50_000, {**cfg, "dataset_limit": None}) == (40_000, 10_000)
+
+
+def test_the_frontier_script_refuses_a_run_without_a_folder(tmp_path):
+    frontier = _frontier_script()
     assert frontier.main(["whole", "--figure", str(tmp_path / "x.png")]) == 2  # no FOLDER
     assert frontier.main([f"a={tmp_path}/nowhere", "--figure", str(tmp_path / "x.png")]) == 2
 

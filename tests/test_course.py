@@ -3,6 +3,7 @@ from what the training uses, checked against an independent reading."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -233,3 +234,77 @@ def test_the_code_a_notebook_shows_is_the_librarys_own_definition():
     assert text.startswith("```python\n") and text.endswith("```")
     assert "def build_baseline(" in text and "layer.trainable = False" in text
     assert "compile_model(top, ft," in text  # phase 2 compiled again at its own rate
+
+
+def test_next_steps_name_settings_that_exist():
+    fields = {f.name for f in dataclasses.fields(config.TrainConfig)}
+    assert {field for _, field, _ in course.NEXT_STEPS} <= fields
+    assert course.next_steps().count("\n- ") == len(course.NEXT_STEPS) - 1
+
+
+def test_a_difference_within_the_binomial_margin_is_a_tie():
+    # 500 test images (smoke): 1 point apart is well within the margin (about 6 points)
+    assert course.is_tie(0.45, 0.44, 500)
+    assert 5 < 100 * course.difference_margin(0.45, 0.44, 500) < 7
+    # 10,000 images: the margin is about 1.4 points, so 3 points is a win, 1 a tie
+    assert not course.is_tie(0.70, 0.67, 10_000)
+    assert course.is_tie(0.70, 0.69, 10_000)
+    # no images scored: nothing can be told apart
+    assert course.is_tie(0.9, 0.1, 0)
+
+
+def test_the_reading_calls_a_difference_within_the_margin_a_tie(tmp_path):
+    lay = Layout(tmp_path)
+    lay.results_csv.parent.mkdir(parents=True)
+    for n, said in ((500, "tie"), (10_000, "wins")):
+        pd.DataFrame(
+            {"model": ["baseline", "vgg16"], "test_accuracy": [0.440, 0.470],
+             "train_val_gap": [0.0, 0.0], "test_images": [n, n]}
+        ).to_csv(lay.results_csv, index=False)  # fmt: skip
+        pd.DataFrame({"true": [], "predicted": [], "count": []}).to_csv(
+            lay.confused_pairs("vgg16"), index=False
+        )
+        first = course.reading(tmp_path).splitlines()[0]
+        assert said in first, first
+        assert f"on {n:,} test images" in first
+
+
+@pytest.mark.parametrize("profile", config.PROFILES)
+def test_the_prose_states_the_numbers_of_the_config_it_runs(profile, real_data, tmp_path):
+    """Every sentence that states a number or a setting is written from the split and the
+    config the model trains with, on every profile."""
+    from cifarlab.data import load_dataset
+
+    ds = load_dataset(str(real_data), progress=False)
+    for name in ("baseline", "overfit", "vgg16"):
+        split, cfg = course.model_inputs(name, ds, profile, 0, tmp_path)
+        words = course.training_words(name, cfg, split, ds)
+        assert f"trains {cfg.epochs} epochs at batch {cfg.batch_size}" in words
+        assert f"{len(split.y_train):,}" in words and f"{len(split.y_val):,}" in words
+        assert course._augmentation_words(cfg) in words
+        assert ("no early stopping" in words) == (not cfg.patience)
+        assert ("best validation epoch is kept" in words) == cfg.restore_best
+        # the overfit model trains on a subset of the training split, the others on all
+        assert ("a stratified subset" in words) == (name == "overfit"), words
+    split, cfg = course.model_inputs("baseline", ds, profile, 0, tmp_path)
+    text = course.protocol(ds, split, cfg)
+    assert f"**{len(split.y_train):,} for training**" in text
+    assert f"**{len(split.y_val):,} for validation**" in text
+    scored = min(cfg.test_limit or len(ds.y_test), len(ds.y_test))
+    assert f"{scored:,}" in text
+    assert ("`dataset_limit`" in text) == bool(cfg.dataset_limit)
+
+
+def test_the_notebooks_prose_states_no_count_of_its_own():
+    """Counts that depend on the profile (split sizes, subsets) are generated, never
+    written into a Markdown cell where they could disagree with the run."""
+    import re
+
+    import nbformat
+
+    for nb_path in sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(nb_path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                stated = re.findall(r"\b\d{1,3},\d{3}\b|\ba quarter\b|\bhalf of the\b", cell.source)
+                assert not stated, (nb_path.name, stated, cell.source[:200])

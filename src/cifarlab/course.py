@@ -10,6 +10,7 @@ the reports of cifarlab.evaluate.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,116 @@ def code(*objects):
     except ImportError:
         return text
     return Markdown(text)
+
+
+# --------------------------------------------------------------------------- the words
+
+
+def chance(num_classes: int) -> str:
+    """The accuracy of guessing, the floor every model is read against."""
+    return f"Chance is {1 / num_classes:.1%} (one of {num_classes} classes)."
+
+
+def protocol(ds: Dataset, split, cfg: TrainConfig) -> str:
+    """The protocol's sentence with this run's numbers: the split's sizes, how the
+    profile samples the training images, and how many test images are scored."""
+    n_split = len(split.y_train) + len(split.y_val)
+    sampled = (
+        f" (a stratified {n_split:,} of the dataset's {len(ds.y_train):,}: the profile's "
+        f"`dataset_limit`)"
+        if n_split < len(ds.y_train)
+        else ""
+    )
+    scored = min(cfg.test_limit or len(ds.y_test), len(ds.y_test))
+    test = (
+        f"a stratified {scored:,} of its {len(ds.y_test):,} images are scored in this profile"
+        if scored < len(ds.y_test)
+        else f"all {len(ds.y_test):,} of its images are scored"
+    )
+    return (
+        f"The {n_split:,} training images{sampled} are split once, stratified and seeded, "
+        f"into **{len(split.y_train):,} for training** and **{len(split.y_val):,} for "
+        f"validation** ({cfg.val_fraction:.0%}). Every choice (the best epoch, early "
+        f"stopping, the hyperparameter search) looks at validation only. The test split is "
+        f"touched once, at the end, in *TestModels*: {test}."
+    )
+
+
+def training_words(name: str, cfg: TrainConfig, split, ds: Dataset) -> str:
+    """What ``name``'s training does, in this run's numbers: epochs, batch, the images it
+    trains on, augmentation, the schedule, early stopping and which epoch is kept."""
+    whole = min(cfg.dataset_limit or len(ds.y_train), len(ds.y_train)) - len(split.y_val)
+    images = (
+        f"{len(split.y_train):,} of the {whole:,} training images (a stratified subset)"
+        if len(split.y_train) < whole
+        else f"all {len(split.y_train):,} training images"
+    )
+    stop = (
+        f"early stopping after {cfg.patience} epochs without a better validation accuracy"
+        if cfg.patience
+        else "no early stopping"
+    )
+    kept = "the best validation epoch is kept" if cfg.restore_best else "the last epoch is kept"
+    schedule = {
+        "cosine": "cosine decay",
+        "linear": "linear decay",
+        "constant": "a constant learning rate",
+    }.get(cfg.schedule, cfg.schedule)
+    return (
+        f"**{name}** trains {cfg.epochs} epochs at batch {cfg.batch_size} on {images}, "
+        f"validated on all {len(split.y_val):,} validation images; augmentation: "
+        f"{_augmentation_words(cfg)}; {cfg.optimizer} at a peak learning rate of "
+        f"{cfg.learning_rate:g} with {schedule}; {stop}; {kept}."
+    )
+
+
+def after_training(meta: dict) -> str:
+    """A reading of one training, from the metadata saved beside the model: the accuracy
+    against chance, the gap between training and validation, the epoch kept."""
+    k = int(meta["dataset"]["num_classes"])
+    val, best = meta["final_val_accuracy"], meta["best_val_accuracy"]
+    train_acc = meta["final_train_accuracy"]
+    gap = 100 * (train_acc - val)
+    kept = (
+        f"the weights kept are the best validation epoch's ({best:.1%})"
+        if meta.get("restored_best_weights")
+        else f"the weights kept are the last epoch's ({val:.1%} validation)"
+    )
+    lines = [
+        f"**{meta['model']}** trained {meta['epochs_run']} epochs in "
+        f"{meta['wall_time_s'] / 60:.1f} min: last epoch {train_acc:.1%} training and "
+        f"{val:.1%} validation accuracy ({gap:+.1f} points apart); {kept}. {chance(k)}"
+    ]
+    times = best * k
+    if times < 2:
+        lines.append(
+            f"At {times:.1f}x chance it has learned little yet: too few epochs or images "
+            "(the smoke profile trains on a few hundred) for this model to show its lesson."
+        )
+    else:
+        lines.append(f"That is {times:.0f}x chance.")
+    if gap > 15:
+        lines.append(
+            "Training accuracy runs far ahead of validation: the model memorises its "
+            "training images instead of learning what carries over to new ones."
+        )
+    elif gap < -2:
+        lines.append(
+            "Validation is ahead of training: the training accuracy is measured on "
+            "augmented images and with dropout active, validation on the images as they are."
+        )
+    return " ".join(lines)
+
+
+def difference_margin(a: float, b: float, n: int, z: float = 1.96) -> float:
+    """The 95% margin of the difference of two accuracies, each measured on ``n`` images
+    (normal approximation of the binomial)."""
+    return z * math.sqrt((a * (1 - a) + b * (1 - b)) / n) if n else float("inf")
+
+
+def is_tie(a: float, b: float, n: int) -> bool:
+    """Two accuracies on ``n`` images tie where their difference is within its margin."""
+    return abs(a - b) <= difference_margin(a, b, n)
 
 
 # --------------------------------------------------------------------------- pictures
@@ -192,22 +303,29 @@ def write_expected_section(results_md: Path) -> None:
     )
 
 
-def expected(name: str, dataset_name: str, profile: str, epochs: int | None = None) -> str:
+def expected(
+    name: str, dataset_name: str, profile: str, epochs: int | None = None,
+    num_classes: int | None = None,
+) -> str:  # fmt: skip
     """What to expect before ``name`` trains: the measured figure for this dataset and
     profile (:func:`expected_table`) nearest to ``epochs``, with its evidence and the RESULTS.md section that
     holds it (which names, for vgg16, the weights it started from), or "not measured". A
     figure measured with another number of epochs than the profile now has is said to be
-    so."""
+    so. Given ``num_classes``, the chance level too."""
+    floor = f" {chance(num_classes)}" if num_classes else ""
     table = expected_table()
     key = dataset_name.lower()
     if not table.empty:
-        table = table[
-            (table["model"] == name)
-            & (table["dataset"].str.lower() == key)
-            & (table["profile"] == profile)
-        ]
+        here = table[(table["model"] == name) & (table["dataset"].str.lower() == key)]
+        table = here[here["profile"] == profile]
+        others = here[here["profile"] != profile]
     if table.empty:
-        return f"{name} on {dataset_name}, profile {profile}: not measured yet."
+        elsewhere = "".join(
+            f" Measured on profile {r['profile']}: {r['test accuracy']} after {r['epochs']} "
+            f"epochs ({r['date']})."
+            for _, r in others.groupby("profile").tail(1).iterrows()
+        ) if len(expected_table()) else ""  # fmt: skip
+        return f"{name} on {dataset_name}, profile {profile}: not measured yet.{elsewhere}{floor}"
     counts = table["epochs"].map(lambda e: sum(int(p) for p in str(e).split("+")))
     # the figure measured nearest to the epochs this run trains (the latest without them)
     row = table.iloc[-1] if epochs is None else table.loc[(counts - epochs).abs().idxmin()]
@@ -220,7 +338,7 @@ def expected(name: str, dataset_name: str, profile: str, epochs: int | None = No
     measured_epochs = sum(int(part) for part in str(row["epochs"]).split("+"))
     if epochs is not None and epochs != measured_epochs:
         text += f" The profile now trains {epochs} epochs: expect a different figure."
-    return text
+    return text + floor
 
 
 def nearest_measured(name: str, dataset_name: str, profile: str, epochs: int) -> str:
@@ -269,6 +387,32 @@ def describe_plan(plan: dict) -> str:
 # --------------------------------------------------------------------------- the reading
 
 
+#: what a student can try next: (what, the TrainConfig field it changes, where to set it)
+NEXT_STEPS = (
+    ("Train longer: more epochs buy accuracy until the curves flatten",
+     "epochs", "`--epochs 30`, or `budget = 120` for the whole series"),
+    ("Make the baseline overfit less: stronger augmentation",
+     "translate", "`RECIPES['baseline']` `translate`, `rotation`"),
+    ("Widen or narrow the tuned network: accuracy against minutes",
+     "hp", "`hp={'widths': [64, 128, 128]}` (`cifarlab ablate --widths 64 128 128`)"),
+    ("Switch the optimizer or its schedule",
+     "optimizer", "`optimizer` (adam, adamw, sgd), `schedule` (cosine, linear, constant)"),
+    ("Average predictions over flipped and shifted copies at test time",
+     "tta_flip", "`tta_flip`, `tta_shift`"),
+    ("Run on another dataset: CIFAR-10, or any folder of images with one folder per class",
+     "val_fraction", "the `dataset` parameter (`cifar10`, a folder, a .tar.gz or .zip)"),
+)  # fmt: skip
+
+
+def next_steps() -> str:
+    """:data:`NEXT_STEPS` as a Markdown list (the settings live in ``config.RECIPES``;
+    ``cifarlab config MODEL`` prints them)."""
+    return "\n".join(f"- {what}: {where}." for what, _, where in NEXT_STEPS)
+
+
+# --------------------------------------------------------------------------- the reading
+
+
 def reading(out) -> str:
     """A short reading of the evaluated series, written from reports/results.csv and the
     confused pairs: the winner and its margin, the overfitting gap, the most confused
@@ -279,13 +423,26 @@ def reading(out) -> str:
     table = pd.read_csv(lay.results_csv)
     ranked = table.sort_values("test_accuracy", ascending=False)
     best, lines = ranked.iloc[0], []
+    n = int(table["test_images"].iloc[0]) if "test_images" in table else 0
     if len(ranked) > 1:
         second = ranked.iloc[1]
-        margin = 100 * (best["test_accuracy"] - second["test_accuracy"])
-        lines.append(
-            f"- **{best['model']}** wins with {best['test_accuracy']:.2%} test accuracy, "
-            f"{margin:.1f} points ahead of {second['model']} ({second['test_accuracy']:.2%})."
-        )
+        a, b = best["test_accuracy"], second["test_accuracy"]
+        ahead = 100 * (a - b)
+        pm = 100 * difference_margin(a, b, n)
+        on = f" on {n:,} test images" if n else ""
+        if n and is_tie(a, b, n):
+            lines.append(
+                f"- **{best['model']}** and **{second['model']}** tie: {a:.2%} and {b:.2%}"
+                f"{on}, {ahead:.1f} points apart, within the difference's 95% margin of "
+                f"±{pm:.1f} points. More test images, or more epochs, would be needed to "
+                "tell them apart."
+            )
+        else:
+            lines.append(
+                f"- **{best['model']}** wins with {a:.2%} test accuracy, {ahead:.1f} points "
+                f"ahead of {second['model']} ({b:.2%})"
+                + (f"{on}: beyond the difference's 95% margin of ±{pm:.1f} points." if n else ".")
+            )
     else:
         lines.append(f"- {best['model']}: {best['test_accuracy']:.2%} test accuracy.")
     worst = ranked.iloc[-1]

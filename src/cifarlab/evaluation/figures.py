@@ -262,6 +262,26 @@ def augmentation_grid(name: str, views: np.ndarray, what: str, path: Path) -> Pa
     return save_figure(fig, path)
 
 
+def one_prediction(ds: Dataset, index: int, probabilities: np.ndarray, path: Path, k: int = 5) -> Path:
+    """Test image ``index`` beside the ``k`` classes a model gives the most probability."""
+    top = np.argsort(probabilities)[::-1][:k]
+    fig, (ax_img, ax_bar) = plt.subplots(
+        1, 2, figsize=(7, 2.6), gridspec_kw={"width_ratios": [1, 2]}, layout="constrained"
+    )
+    ax_img.imshow(ds.x_test[index].astype("uint8"))
+    ax_img.set_xticks([])
+    ax_img.set_yticks([])
+    true = ds.class_names[int(ds.y_test[index])]
+    ax_img.set_title(f"test image {index}: {true}", fontsize=9)
+    names = [ds.class_names[i] for i in top][::-1]
+    colours = ["tab:green" if n == true else "tab:gray" for n in names]
+    ax_bar.barh(names, probabilities[top][::-1], color=colours)
+    ax_bar.set_xlim(0, 1)
+    ax_bar.set_xlabel("probability")
+    ax_bar.set_title(f"the model's top {k} (green: the true class)", fontsize=9)
+    return save_figure(fig, path)
+
+
 def schedule_curve(
     name: str, steps: np.ndarray, lr: np.ndarray, steps_per_epoch: int, cfg, path: Path
 ) -> Path:

@@ -36,6 +36,7 @@ curves = fig_mod.curves
 overfit_gap = fig_mod.overfit_gap
 class_balance = fig_mod.class_balance
 figures = fig_mod.saved_figures
+one_prediction = fig_mod.one_prediction
 
 
 def _np32(t) -> np.ndarray:

@@ -70,7 +70,7 @@ pd.set_option("display.precision", 4)
 
 # %%
 table = evaluate.evaluate_all(out, dataset=dataset)
-table
+table.set_index("model").T  # a column per model, a row per measure: it fits the page
 
 # %% [markdown]
 # ## Where each model fails: confusion matrices
@@ -104,10 +104,9 @@ evaluate.per_class_table(out, table.sort_values("test_accuracy").iloc[-1]["model
 
 # %%
 best = table.sort_values("test_accuracy").iloc[-1]["model"]
+shown = None  # nothing to show where the dataset has no superclasses
 if "superclass_accuracy" in table:
     shown = evaluate.per_superclass_table(out, best).sort_values("recall")
-else:
-    shown = "this dataset has no superclasses"
 shown
 
 # %% [markdown]

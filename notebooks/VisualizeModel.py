@@ -61,6 +61,7 @@ budget = "auto"  # minutes for the whole series; auto: 60 on the cpu profile; No
 # reloads the `.keras` files with plain Keras would get.
 
 # %%
+from cifarlab import course
 from cifarlab.evaluation import visualize
 
 files = visualize.visualize_all(out, dataset=dataset)
@@ -75,16 +76,40 @@ print(f"{len(files)} figures written under {files[0].parent}")
 visualize.show(visualize.figures(out, "curves"), visualize.figures(out, "overfit_vs_baseline"))
 
 # %% [markdown]
-# ## First-layer filters
-# The 3x3 RGB kernels of the first convolution: colour blobs and oriented edges.
+# ## The models side by side
+# Validation accuracy of every model on one axis; test accuracy with its 95% margin (the
+# binomial uncertainty of an accuracy measured on this many test images: bars whose
+# margins overlap are not told apart); each class's recall by each model, hardest classes
+# first; and the confusion matrices on one colour scale.
 
 # %%
-visualize.show(visualize.figures(out, "filters"))
+visualize.show(
+    visualize.figures(out, "validation_curves"),
+    visualize.figures(out, "test_accuracy"),
+    visualize.figures(out, "recall_per_class"),
+    visualize.figures(out, "confusion_side_by_side"),
+)
+
+# %% [markdown]
+# ## First-layer filters
+# The 3x3 RGB kernels of the first convolution. Trained long enough on enough images,
+# first layers become colour blobs and oriented edges: VGG16's filters, learnt on
+# ImageNet, show it. A few epochs move a random start only a little, so the small CNNs'
+# filters can still look like noise: the figures after these put each one's first
+# filters at initialisation (rebuilt from its saved config and seed) above the same
+# filters trained, and the numbers say how far training moved them.
+
+# %%
+visualize.show(visualize.figures(out, "filters"), visualize.figures(out, "initial_filters"))
+course.filter_changes(out)
 
 # %% [markdown]
 # ## Feature maps
 # One test image through each convolution block: resolution shrinks, the channels
-# respond to larger and more abstract patterns.
+# respond to larger and more abstract patterns. VGG16 was made for 224x224 images: five
+# poolings bring a 32x32 input down to 1x1 after its last block, a map that shows nothing,
+# so its maps (and its Grad-CAM below) stop at the deepest layer that still has at least
+# 2x2 positions; each figure's title names the layer.
 
 # %%
 visualize.show(visualize.figures(out, "feature_maps"))
@@ -92,7 +117,9 @@ visualize.show(visualize.figures(out, "feature_maps"))
 # %% [markdown]
 # ## Activation patterns
 # Inputs synthesised by gradient ascent to excite single filters of a deep layer
-# (TensorFlow, JAX and PyTorch backends).
+# (TensorFlow, JAX and PyTorch backends). A few ascent steps on a briefly trained network
+# give patterns that look like noise; clear textures need a well-trained network (VGG16's
+# ImageNet filters come nearest) and many steps.
 
 # %%
 visualize.show(visualize.figures(out, "patterns"))
@@ -122,7 +149,7 @@ import keras
 import pandas as pd
 from IPython.display import Markdown
 
-from cifarlab import course, data
+from cifarlab import data
 from cifarlab.layout import layout
 
 best = pd.read_csv(layout(out).results_csv).sort_values("test_accuracy").iloc[-1]["model"]

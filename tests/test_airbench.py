@@ -370,7 +370,9 @@ def test_the_ablation_reads_finished_runs_back_instead_of_training_again(
 
     tmp_path, table = ablated
     monkeypatch.setattr(train, "train_model", lambda *a, **k: pytest.fail("retrained"))
-    again = ablation.run_ablation(tiny_data, "smoke", tmp_path, parts=PARTS, epochs=1, progress=False)
+    again = ablation.run_ablation(
+        tiny_data, "smoke", tmp_path, parts=PARTS, epochs=1, progress=False
+    )
     assert again["test_accuracy"].tolist() == table["test_accuracy"].tolist()
 
 

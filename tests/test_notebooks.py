@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -219,6 +220,16 @@ def test_executed_notebooks_teach_each_model_before_and_after_it_trains(executed
         said = "measured" if len(smoke) else "not measured yet"  # the real data has no row
         assert re.search(rf"{model} on \S+, profile smoke: {said}", train_text)
     assert "Total params" in train_text  # Keras' own summary of the baseline and tuned
+    # VGG16's two phases, each named with what trains in it
+    assert re.search(
+        r"phase 1 of 2: the head alone.* [\d,]+ of the model's [\d,]+ parameters", train_text
+    )
+    assert re.search(r"phase 2 of 2: block\d onwards unfrozen.* [\d,]+ of the model's", train_text)
+    # the prose of each training and a reading after it, written from the config and the run
+    for model in ("baseline", "overfit", "tuned", "vgg16"):
+        assert re.search(rf"\*\*{model}\*\* trains \d+ epochs at batch \d+", train_text), model
+        assert re.search(rf"\*\*{model}\*\* trained \d+ epochs in", train_text), model
+    assert "for training** and **" in train_text and "Chance is 10.0%" in train_text
     figs = out / "reports" / "figures"
     for name in ("samples", "augmentation_baseline", "lr_schedule_baseline",
                  "lr_schedule_overfit", "augmentation_tuned", "lr_schedule_tuned"):  # fmt: skip
@@ -255,13 +266,11 @@ def test_training_in_a_notebook_prints_one_line_per_epoch_not_a_redrawn_bar(exec
 def test_executed_test_notebook_table_equals_results_csv(executed):
     out, _ = executed
     nb = nbformat.read(out / "reports" / "notebooks" / "TestModels.ipynb", as_version=4)
-    cell = next(
-        c for c in nb.cells if c.cell_type == "code" and c.source.strip().endswith("\ntable")
-    )
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "evaluate_all(" in c.source)
     html = next(o["data"]["text/html"] for o in cell.outputs if "text/html" in o.get("data", {}))
-    shown = pd.read_html(io.StringIO(html), index_col=0)[0]
+    shown = pd.read_html(io.StringIO(html), index_col=0)[0].T  # shown a column per model
     saved = pd.read_csv(out / "reports" / "results.csv")
-    assert shown["model"].tolist() == saved["model"].tolist()
+    assert shown.index.tolist() == saved["model"].tolist()
     for col in (
         "test_accuracy",
         "top5_accuracy",
@@ -340,3 +349,41 @@ def test_relative_data_and_cache_folders_reach_the_kernels_as_absolute_paths(tmp
 
     assert os.environ["CIFARLAB_DATA_DIR"] == str(tmp_path.parent / "shared" / "data")
     assert os.environ["CIFARLAB_CACHE_DIR"] == str(tmp_path / "cache")
+
+
+def test_the_notebooks_parameters_name_paths_relative_to_the_kernels_folder(tmp_path, monkeypatch):
+    """The injected parameters cell shows no absolute path of this machine; the kernels,
+    started in notebooks/, find the same files."""
+    from cifarlab import notebooks
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "d.tar.gz").write_bytes(b"x")
+    kernels = tmp_path / "repo" / "notebooks"
+    kernels.mkdir(parents=True)
+    seen = notebooks._seen_from(kernels, "data/d.tar.gz")
+    assert not os.path.isabs(seen) and seen == os.path.join("..", "..", "data", "d.tar.gz")
+    assert (kernels / seen).resolve() == (tmp_path / "data" / "d.tar.gz").resolve()
+    assert notebooks._seen_from(kernels, tmp_path / "repo") == ".."
+
+
+ABSOLUTE = re.compile(r"(?<![\w.~])/(?:tmp|home|work|root|usr|opt|var|content|Users)/")
+
+
+def test_executed_notebooks_show_no_stderr_no_warning_and_no_absolute_path(executed):
+    """Quiet notebooks: the libraries' start-up lines go to the log beside each notebook,
+    not into red boxes; no warning; no path of the machine in a cell or an output."""
+    out, _ = executed
+    for name in NOTEBOOKS:
+        nb = nbformat.read(out / "reports" / "notebooks" / f"{name}.ipynb", as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            assert not ABSOLUTE.search(cell.source), (name, cell.source[:300])
+            for o in cell.outputs:
+                assert o.get("name") != "stderr", (name, o.get("text", "")[:300])
+                text = o.get("text", "") + "".join(
+                    str(v) for k, v in o.get("data", {}).items() if k.startswith("text/")
+                )
+                assert not re.search(r"warning", text, re.I), (name, text[:300])
+                assert not ABSOLUTE.search(text), (name, ABSOLUTE.search(text), text[:300])

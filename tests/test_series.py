@@ -112,7 +112,15 @@ def test_results_csv_equals_an_independent_sklearn_recomputation(series):
     assert all(f"| {m} |" in md for m in MODELS) and "hed_bsds500" in md
 
 
-EXPECTED_FIGURES = ["overfit_vs_baseline.png"] + [
+EXPECTED_FIGURES = [
+    "overfit_vs_baseline.png",
+    "validation_curves.png",
+    "test_accuracy.png",
+    "recall_per_class.png",
+    "confusion_side_by_side.png",
+    "initial_filters_baseline.png",
+    "initial_filters_overfit.png",
+] + [
     f"{kind}_{m}.png"
     for m in MODELS
     for kind in (

@@ -35,7 +35,9 @@ def test_the_input_gradient_is_the_backends_own_autodiff(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_gradcam_explains_the_class_given_each_image_as_on_its_own(backend, tmp_path):
-    code = _TUNED + f"""
+    code = (
+        _TUNED
+        + f"""
     probs = m.predict(imgs, verbose=0)
     out = Path(r"{tmp_path}")
     p1 = visualize.activation_patterns("tuned", m, out / "p.png", n_filters=2, steps=2)
@@ -56,5 +58,23 @@ def test_gradcam_explains_the_class_given_each_image_as_on_its_own(backend, tmp_
     assert np.abs(other - cams).max() > 1e-3  # the class given is the one explained
     print("ok")
 """
+    )
     r = python_with(code, backend)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+
+
+def test_the_initial_filters_are_rebuilt_exactly_as_training_started(tmp_path, tiny_data):
+    """A model trained at a learning rate of 0 keeps its start: the filters rebuilt from
+    its saved config and seed are those it holds, so the figure's 'initial' row is true."""
+    from cifarlab import config
+    from cifarlab.evaluation import visualize
+    from cifarlab.training.train import train_model
+
+    cfg = config.model_config("baseline", "smoke").replace(epochs=1, learning_rate=0.0)
+    train_model("baseline", str(tiny_data), "smoke", tmp_path, seed=3, train_config=cfg,
+                progress=False)  # fmt: skip
+    assert visualize.filter_change(tmp_path, "baseline") == pytest.approx(0.0, abs=1e-6)
+    cfg = cfg.replace(learning_rate=0.01)
+    train_model("baseline", str(tiny_data), "smoke", tmp_path, seed=3, train_config=cfg,
+                progress=False)  # fmt: skip
+    assert visualize.filter_change(tmp_path, "baseline") > 1e-3  # training moved them

@@ -410,6 +410,36 @@ def next_steps() -> str:
     return "\n".join(f"- {what}: {where}." for what, _, where in NEXT_STEPS)
 
 
+def filter_changes(out):
+    """How far training moved each saved model's first-layer filters from their start,
+    read in a sentence each (a Markdown display in a notebook)."""
+    from cifarlab.evaluation.inference import trained_models
+    from cifarlab.evaluation.visualize import filter_change
+
+    lines = []
+    for name in trained_models(out):
+        change = filter_change(out, name)
+        if change is None:
+            start = "ImageNet's filters, frozen" if name == "vgg16" else "the data's whitening"
+            lines.append(f"- **{name}**: its first convolution is {start}, not learnt here.")
+            continue
+        said = (
+            "barely moved from its random start: the filters still look like noise"
+            if change < 0.3
+            else "moved well away from its random start"
+        )
+        lines.append(f"- **{name}**: the first-layer kernel changed by {change:.0%}: {said}.")
+    return _markdown("\n".join(lines))
+
+
+def _markdown(text: str):
+    try:
+        from IPython.display import Markdown
+    except ImportError:
+        return text
+    return Markdown(text)
+
+
 # --------------------------------------------------------------------------- the reading
 
 

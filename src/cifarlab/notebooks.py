@@ -121,6 +121,16 @@ def _epochs_to_terminal(out, every_s: float = 2.0):
 PATH_VARIABLES = ("CIFARLAB_DATA_DIR", "CIFARLAB_CACHE_DIR")
 
 
+def _seen_from(folder: Path, path: str | Path) -> str:
+    """``path`` relative to ``folder`` (where the kernels start), so the notebooks'
+    parameters name no absolute path of this machine; absolute where no relative path
+    exists (another drive)."""
+    try:
+        return os.path.relpath(Path(path).resolve(), folder)
+    except ValueError:
+        return str(Path(path).resolve())
+
+
 def _absolute_paths_in_environment() -> None:
     for name in PATH_VARIABLES:
         if os.environ.get(name):
@@ -172,12 +182,12 @@ def run_notebooks(
     layout.notebooks_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     profile = config.resolve_profile(profile)
-    params = {
-        "dataset": str(Path(dataset).resolve()) if Path(dataset).exists() else dataset,
+    params = {  # paths as the kernels, started in notebooks/, see them
+        "dataset": _seen_from(src, dataset) if Path(dataset).exists() else dataset,
         "profile": profile,
-        "out": str(out),
+        "out": _seen_from(src, out),
         "seed": seed,
-        "vgg16_weights": str(Path(vgg16_weights).resolve())
+        "vgg16_weights": _seen_from(src, vgg16_weights)
         if Path(vgg16_weights).is_file()
         else vgg16_weights,
         "epochs": epochs,
@@ -185,7 +195,7 @@ def run_notebooks(
         "budget": timing.resolve_budget(budget, profile, {"epochs": epochs}),
     }
     if len(names) == len(ORDER):  # the whole series: its plan before the first notebook
-        ds = load_dataset(params["dataset"], progress=progress)
+        ds = load_dataset(dataset, progress=progress)
         the_plan = timing.make_plan(
             ds, profile, params["budget"], out, seed, notebooks=True, started=started
         )
@@ -208,6 +218,10 @@ def run_notebooks(
                     # the bar stays in the terminal (standard error goes to the log)
                     progress_bar={"file": sys.stdout, "desc": name} if progress else False,
                     log_output=False,
+                    # the kernel's C++ libraries (TensorFlow's start-up lines, a CUDA
+                    # "failed call to cuInit" on a CPU) write to its file descriptor 2:
+                    # to the log beside the notebook, not into red boxes in the notebook
+                    extra_arguments=["--IPKernelApp.capture_fd_output=False"],
                 )
         except pm.PapermillExecutionError as exc:
             export_html(target)  # the traceback, readable in a browser too

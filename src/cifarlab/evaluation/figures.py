@@ -262,7 +262,9 @@ def augmentation_grid(name: str, views: np.ndarray, what: str, path: Path) -> Pa
     return save_figure(fig, path)
 
 
-def one_prediction(ds: Dataset, index: int, probabilities: np.ndarray, path: Path, k: int = 5) -> Path:
+def one_prediction(
+    ds: Dataset, index: int, probabilities: np.ndarray, path: Path, k: int = 5
+) -> Path:
     """Test image ``index`` beside the ``k`` classes a model gives the most probability."""
     top = np.argsort(probabilities)[::-1][:k]
     fig, (ax_img, ax_bar) = plt.subplots(
@@ -338,6 +340,74 @@ def accuracy_vs_minutes(runs: list[dict], title: str, path: Path) -> Path:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- the models compared
+
+
+def validation_curves(hists: dict[str, np.ndarray], path: Path) -> Path:
+    """Every model's validation accuracy per epoch, on one axis."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, h in hists.items():
+        ax.plot(h["epoch"], h["val_accuracy"], "o-", ms=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Validation accuracy of every model, epoch by epoch")
+    return save_figure(fig, path)
+
+
+def accuracy_bars(table, num_classes: int, path: Path) -> Path:
+    """Test accuracy per model with its 95% binomial margin on the images scored, and the
+    chance level."""
+    acc = table["test_accuracy"].to_numpy(dtype=float)
+    n = table["test_images"].to_numpy(dtype=float)
+    margin = 1.96 * np.sqrt(acc * (1 - acc) / n)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.bar(table["model"], acc, yerr=margin, capsize=6, color="tab:blue", alpha=0.8)
+    ax.axhline(1 / num_classes, color="gray", ls="--", label=f"chance ({1 / num_classes:.1%})")
+    for i, (a, m) in enumerate(zip(acc, margin)):
+        ax.text(i, a + m + 0.01, f"{a:.1%}", ha="center", fontsize=8)
+    ax.set_ylim(0, min(1.0, float((acc + margin).max()) + 0.1))
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Test accuracy, ±95% margin on {int(n[0]):,} test images", fontsize=10)
+    return save_figure(fig, path)
+
+
+def recall_per_class(recalls: dict[str, np.ndarray], class_names: list[str], path: Path) -> Path:
+    """Each model's recall of each class, the classes sorted by their mean recall."""
+    names = list(recalls)
+    grid = np.stack([recalls[n] for n in names])
+    order = np.argsort(grid.mean(0))
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(min(22, 2 + 0.18 * k), 1.2 + 0.45 * len(names)))
+    im = ax.imshow(grid[:, order], aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xticks(
+        range(k), [class_names[i] for i in order], rotation=90, fontsize=6 if k > 20 else 8
+    )
+    fig.colorbar(im, ax=ax, fraction=0.02, label="recall")
+    ax.set_title("Recall of every class by every model (classes from hardest to easiest)")
+    return save_figure(fig, path)
+
+
+def confusion_side_by_side(matrices: dict[str, np.ndarray], path: Path) -> Path:
+    """The models' row-normalised confusion matrices in one row, on one colour scale."""
+    fig, axes = plt.subplots(
+        1, len(matrices), figsize=(3.2 * len(matrices), 3.4), squeeze=False, layout="constrained"
+    )
+    for ax, (name, cm) in zip(axes[0], matrices.items()):
+        im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(f"{name}: {np.trace(cm) / len(cm):.1%} mean recall", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02)
+    fig.suptitle("Confusion matrices side by side (rows: true class, normalised)")
     return save_figure(fig, path)
 
 

@@ -94,6 +94,57 @@ def filters(name: str, model, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def initial_first_kernel(meta: dict) -> np.ndarray | None:
+    """The first convolution's kernel as ``meta``'s model started, rebuilt from its saved
+    config and seed as training built it (:func:`cifarlab.training.train.train_model`);
+    None for VGG16 (its start is ImageNet's, its first block frozen) and for airbench
+    networks (their first convolution is the whitening computed from the data)."""
+    from cifarlab.config import TrainConfig
+    from cifarlab.models import airbench, build
+
+    cfg = TrainConfig.from_dict(meta["config"])
+    if cfg.model == "vgg16":
+        return None
+    keras.utils.set_random_seed(meta["seed"])
+    first = conv_layers(build(cfg))[0]
+    return None if first.name == airbench.WHITEN else _np32(first.kernel)
+
+
+def filters_from_start(name: str, model, start: np.ndarray, path: Path, n: int = 8) -> Path:
+    """The first ``n`` first-layer filters at initialisation above the same filters
+    trained, with how far training moved them (the kernel's relative change)."""
+    trained = _np32(conv_layers(model)[0].kernel)
+    change = float(np.linalg.norm(trained - start) / (np.linalg.norm(start) + 1e-12))
+    n = min(n, trained.shape[-1])
+    fig, axes = plt.subplots(2, n, figsize=(1.1 * n, 2.6), squeeze=False)
+    for row, (k, label) in enumerate(((start, "initial"), (trained, "trained"))):
+        for i in range(n):
+            w = k[..., i]
+            w = (w - w.min()) / (np.ptp(w) + 1e-8) if w.shape[-1] == 3 else w.mean(-1)
+            ax = axes[row, i]
+            ax.imshow(w, cmap=None if w.ndim == 3 else "gray", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.suptitle(f"{name}: first-layer filters before and after training (moved {change:.0%})")
+    return save_figure(fig, path)
+
+
+def filter_change(out, name: str) -> float | None:
+    """How far training moved ``name``'s first-layer kernel from its initialisation:
+    ``|trained - initial| / |initial|`` (None for VGG16)."""
+    from cifarlab.evaluation.inference import load_model
+
+    lay = layout(out)
+    model, meta = load_model(lay.model(name))
+    start = initial_first_kernel(meta)
+    if start is None:
+        return None
+    trained = _np32(conv_layers(network(model))[0].kernel)
+    return float(np.linalg.norm(trained - start) / (np.linalg.norm(start) + 1e-12))
+
+
 def feature_maps(
     name: str, model, image: np.ndarray, label: str, path: Path, per_block: int = 8
 ) -> Path:
@@ -323,7 +374,12 @@ def model_figures(pred: Predictions, class_names: list[str], out: Layout) -> lis
     """Filters, feature maps, activation patterns, predictions, mistakes and Grad-CAM."""
     name, x, y, probs = pred.name, pred.x, pred.y, pred.probs
     model = network(pred.model)  # the layers inside a test-time-flip wrapper
+    start = initial_first_kernel(pred.meta)
+    drift = [] if start is None else [
+        filters_from_start(name, model, start, out.figure("initial_filters", name))
+    ]  # fmt: skip
     return [
+        *drift,
         filters(name, model, out.figure("filters", name)),
         feature_maps(name, model, x[0], class_names[y[0]], out.figure("feature_maps", name)),
         activation_patterns(name, model, out.figure("patterns", name)),
@@ -354,9 +410,47 @@ def visualize_all(
             files.append(fig_mod.curves(out, name))
     if out.history("baseline").is_file() and out.history("overfit").is_file():
         files.append(fig_mod.overfit_gap(out))
+    guesses = {}
     for name in names:
         pred = predict_test(out, name, ds)
+        guesses[name] = (pred.y, pred.probs.argmax(1))
         files += fig_mod.confusion_matrices(name, pred.y, pred.probs.argmax(1), ds, out)
         files += model_figures(pred, ds.class_names, out)
+    files += comparisons(out, guesses, ds)
     write_json(out.figure_index, sorted(p.name for p in files), indent=1)
+    return files
+
+
+def comparisons(out: Layout, guesses: dict, ds) -> list[Path]:
+    """The models side by side: validation curves on one axis, test accuracy with its
+    margin, every class's recall, the confusion matrices in one row. ``guesses``: each
+    model's test labels and predicted classes."""
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix
+
+    n = ds.num_classes
+    order = np.lexsort((np.arange(n), ds.fine_to_coarse)) if ds.has_coarse else np.arange(n)
+    matrices = {
+        name: confusion_matrix(y, p, labels=np.arange(n), normalize="true")[np.ix_(order, order)]
+        for name, (y, p) in guesses.items()
+    }
+    recalls = {
+        name: confusion_matrix(y, p, labels=np.arange(n), normalize="true").diagonal()
+        for name, (y, p) in guesses.items()
+    }
+    table = pd.DataFrame(
+        {
+            "model": list(guesses),
+            "test_accuracy": [float((y == p).mean()) for y, p in guesses.values()],
+            "test_images": [len(y) for y, _ in guesses.values()],
+        }
+    )
+    hists = {m: fig_mod.load_history(out, m) for m in guesses if out.history(m).is_file()}
+    files = [
+        fig_mod.accuracy_bars(table, n, out.figure("test_accuracy")),
+        fig_mod.recall_per_class(recalls, ds.class_names, out.figure("recall_per_class")),
+        fig_mod.confusion_side_by_side(matrices, out.figure("confusion_side_by_side")),
+    ]
+    if hists:
+        files.insert(0, fig_mod.validation_curves(hists, out.figure("validation_curves")))
     return files

@@ -116,6 +116,12 @@ def train_vgg16(
     steps = cfg.steps_per_epoch(len(split.y_train))
     compile_model(top, cfg, head_epochs * steps)
     seconds = {"features": lap()}
+    print(
+        f"phase 1 of {2 if ft_epochs > 0 else 1}: the head alone, on the frozen features, "
+        f"{head_epochs} epochs: {_count(top.trainable_weights):,} of the model's "
+        f"{model.count_params():,} parameters train",
+        flush=True,
+    )
     records = fit(top, cfg, phase=1, epochs=head_epochs, **data)
     restore_best(top, work / "best1.weights.h5")
     seconds["head"] = lap()
@@ -124,6 +130,13 @@ def train_vgg16(
             layer.trainable = True
         ft = finetune_config(cfg)
         compile_model(top, ft, ft_epochs * steps)
+        print(
+            f"phase 2 of 2: block{cut} onwards unfrozen and fine-tuned with the head at a "
+            f"learning rate of {ft.learning_rate:g}, {ft_epochs} epochs: "
+            f"{_count(top.trainable_weights):,} of the model's {model.count_params():,} "
+            "parameters train",
+            flush=True,
+        )
         rec2 = fit(top, ft, phase=2, epochs=ft_epochs, **data)
         records = records + [{**r, "epoch": r["epoch"] + head_epochs} for r in rec2]
         restore_best(top, work / "best2.weights.h5")
@@ -144,3 +157,8 @@ def train_vgg16(
     }
     compile_model(model, cfg, 1)  # so the saved full model evaluates with the same metrics
     return model, records, extra
+
+
+def _count(weights) -> int:
+    """Parameters in ``weights`` (a model's trainable_weights or weights)."""
+    return int(sum(int(np.prod(w.shape)) for w in weights))

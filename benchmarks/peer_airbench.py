@@ -78,7 +78,9 @@ def _shim_cpu(torch) -> None:
     sys.modules.setdefault("torchvision.transforms", tv.transforms)
 
 
-def run_peer(dataset: str, widths: list[int], batch_size: int, steps: int, warmup: int) -> dict:
+def run_peer(
+    dataset: str, widths: list[int], batch_size: int, steps: int, warmup: int, sgd=None
+) -> dict:  # fmt: skip
     import torch
 
     gpu = torch.cuda.is_available()
@@ -104,7 +106,7 @@ def run_peer(dataset: str, widths: list[int], batch_size: int, steps: int, warmu
         gpu=0 if gpu else "cpu",
     )  # fmt: skip
     stamps: list[float] = []
-    base = torch.optim.SGD
+    base = sgd or torch.optim.SGD
 
     class TimedSGD(base):  # the step times, read off the optimizer's step (the clock)
         def step(self, *a, **k):
@@ -137,9 +139,20 @@ def run_peer(dataset: str, widths: list[int], batch_size: int, steps: int, warmu
 # --------------------------------------------------------------------------- cifarlab
 
 
+#: cifarlab's step with one part taken out (``--profile``): where its time goes
+VARIANTS = {
+    "whole": {},
+    "relu instead of gelu": {"hp": {"activation": "relu"}},
+    "no lookahead (no moving average)": {"lookahead": 0},
+    "plain SGD (no bias scaling, no ramp)": {"lookahead": 0, "bias_lr_scale": 1.0},
+    "no coupled L2": {"l2": 0.0},
+    "one batch from memory (no input pipeline)": {"_fixed_batch": True},
+}
+
+
 def run_cifarlab(
     dataset: str, widths: list[int], batch_size: int, steps: int, warmup: int,
-    precision: str = "float32",
+    precision: str = "float32", variant: str = "whole",
 ) -> dict:  # fmt: skip
     import keras
 
@@ -150,7 +163,10 @@ def run_cifarlab(
     from cifarlab.training.recipe import compile_model, set_precision
 
     cfg = config.model_config("tuned", "cpu").at_batch(batch_size)
-    cfg = cfg.replace(hp={**cfg.hp, "widths": widths}, precision=precision)
+    change = dict(VARIANTS[variant])
+    fixed = change.pop("_fixed_batch", False)
+    hp = {**cfg.hp, "widths": widths, **change.pop("hp", {})}
+    cfg = cfg.replace(hp=hp, precision=precision, **change)
     _, split, cfg = prepare(load_dataset(dataset, progress=False), cfg, 0, progress=False)
     precision = set_precision(cfg.precision)
     keras.utils.set_random_seed(0)
@@ -167,10 +183,14 @@ def run_cifarlab(
     val = Batches(split.x_val[:batch_size], one_hot(split.y_val[:batch_size], 10), batch_size)
     t0 = time.perf_counter()
     data = {**fit_data(train, val, 1), "steps_per_epoch": warmup + steps}
+    if fixed:  # the same batch again and again: the step without the input pipeline
+        xb, yb = train[0]
+        data = {"x": _Same(xb, yb, warmup + steps), "validation_data": None, "shuffle": False}
     model.fit(**data, epochs=1, callbacks=[Clock()], verbose=0)
     per_step = (stamps[-1] - stamps[warmup - 1]) / steps
     return {
         "side": "cifarlab tuned",
+        "variant": variant,
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
         "precision": precision,
@@ -180,6 +200,43 @@ def run_cifarlab(
         "train_images_per_s": batch_size / per_step,
         "wall_s": time.perf_counter() - t0,
     }
+
+
+def _Same(xb, yb, n):
+    import keras
+
+    class Same(keras.utils.PyDataset):
+        def __len__(self):
+            return n
+
+        def __getitem__(self, i):
+            return xb, yb
+
+    return Same()
+
+
+def profile_peer(dataset: str, widths: list[int], batch_size: int, steps: int) -> str:
+    """torch.profiler's table of the authors' training steps (CPU time by operator)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU])
+    base = torch.optim.SGD
+    count = [0]
+
+    class Profiled(base):  # profile the steps after the first two
+        def step(self, *a, **k):
+            out = super().step(*a, **k)
+            count[0] += 1
+            if count[0] == 2:
+                prof.__enter__()
+            if count[0] == 2 + steps:
+                prof.__exit__(None, None, None)
+            return out
+
+    torch.optim.SGD = Profiled
+    run_peer(dataset, widths, batch_size, steps + 1, 2, sgd=Profiled)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14)
 
 
 def main() -> None:
@@ -194,13 +251,29 @@ def main() -> None:
         help="cifarlab's precisions to time (float32 is the peer's on a CPU; auto: "
         "bfloat16 where the CPU has AVX512-BF16 / AMX)",
     )  # fmt: skip
-    ap.add_argument("--side", choices=["peer", "cifarlab"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--profile", action="store_true",
+        help="where the time goes: torch.profiler's table of the authors' steps, and "
+        "cifarlab's steps with each part taken out (VARIANTS), at the first --widths",
+    )  # fmt: skip
+    ap.add_argument("--side", choices=["peer", "cifarlab", "peer-profile"], help=argparse.SUPPRESS)
+    ap.add_argument("--variant", default="whole", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:  # a child: one side, one width
         widths = [int(w) for w in args.widths[0].split(",")]
         run = (args.dataset, widths, args.batch_size, args.steps, args.warmup)
-        res = run_peer(*run) if args.side == "peer" else run_cifarlab(*run, args.precision[0])
+        if args.side == "peer-profile":
+            print(profile_peer(args.dataset, widths, args.batch_size, args.steps))
+            return
+        res = (
+            run_peer(*run)
+            if args.side == "peer"
+            else run_cifarlab(*run, args.precision[0], args.variant)
+        )
         print("PEER-JSON " + json.dumps(res))
+        return
+    if args.profile:
+        _profile(args)
         return
     from cifarlab.hardware import cpu_name, matmul_gflops
 
@@ -224,6 +297,34 @@ def main() -> None:
                 ratio = res["train_images_per_s"] / rates["peer", "float32"]["train_images_per_s"]
                 print(json.dumps({"widths": w, "cifarlab_precision": res["precision"],
                                   "ratio_cifarlab_to_authors": round(ratio, 3)}), flush=True)  # fmt: skip
+
+
+def _child(args, side: str, widths: str, precision: str, variant: str = "whole"):
+    cmd = [sys.executable, __file__, "--side", side, "--widths", widths, "--dataset",
+           args.dataset, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--precision", precision, "--variant", variant]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
+def _profile(args) -> None:
+    from cifarlab.hardware import matmul_gflops
+
+    w = args.widths[0]
+    print(json.dumps({"date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "widths": w,
+                      "matmul_gflops": round(matmul_gflops(), 1)}), flush=True)  # fmt: skip
+    r = _child(args, "peer-profile", w, "float32")
+    print(r.stdout if r.returncode == 0 else r.stderr[-3000:], flush=True)
+    for precision in args.precision:
+        for variant in VARIANTS:
+            r = _child(args, "cifarlab", w, precision, variant)
+            line = next((ln for ln in r.stdout.splitlines() if ln.startswith("PEER-JSON ")), None)
+            if line is None:
+                print(json.dumps({"variant": variant, "failed": r.stderr[-500:]}), flush=True)
+                continue
+            res = json.loads(line[len("PEER-JSON ") :])
+            keep = ("variant", "precision", "train_images_per_s")
+            print(json.dumps({k: res[k] for k in keep}), flush=True)
 
 
 if __name__ == "__main__":

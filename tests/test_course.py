@@ -308,3 +308,41 @@ def test_the_notebooks_prose_states_no_count_of_its_own():
             if cell.cell_type == "markdown":
                 stated = re.findall(r"\b\d{1,3},\d{3}\b|\ba quarter\b|\bhalf of the\b", cell.source)
                 assert not stated, (nb_path.name, stated, cell.source[:200])
+
+
+def test_the_reading_names_a_model_that_collapsed_onto_one_class(tmp_path):
+    lay = Layout(tmp_path)
+    lay.results_csv.parent.mkdir(parents=True)
+    pd.DataFrame(
+        {"model": ["baseline", "tuned"], "test_accuracy": [0.2, 0.8], "train_val_gap": [0, 0],
+         "test_images": [500, 500]}
+    ).to_csv(lay.results_csv, index=False)  # fmt: skip
+    classes = [f"c{i}" for i in range(10)]
+    support = [50] * 10
+    pd.DataFrame({"class": classes, "support": support, "predicted": [230] + [30] * 9}).to_csv(
+        lay.per_class("baseline"), index=False
+    )
+    pd.DataFrame(
+        {"class": classes, "support": support, "predicted": [60] + [49] * 8 + [48]}
+    ).to_csv(lay.per_class("tuned"), index=False)
+    pd.DataFrame({"true": [], "predicted": [], "count": []}).to_csv(
+        lay.confused_pairs("tuned"), index=False
+    )
+    text = course.reading(tmp_path)
+    assert "baseline guesses *c0* for 46% of the test images, a class that is 10%" in text
+    assert "tuned guesses" not in text
+
+
+def test_the_reading_explains_an_overfit_model_ahead_of_the_baseline(tmp_path):
+    lay = Layout(tmp_path)
+    lay.results_csv.parent.mkdir(parents=True)
+    pd.DataFrame({"true": [], "predicted": [], "count": []}).to_csv(
+        lay.confused_pairs("overfit"), index=False
+    )
+    for epochs, said in ((12, True), (3, False)):
+        pd.DataFrame(
+            {"model": ["baseline", "overfit"], "test_accuracy": [0.20, 0.26],
+             "train_val_gap": [0.0, 0.5], "test_images": [500, 500], "epochs": [3, epochs]}
+        ).to_csv(lay.results_csv, index=False)  # fmt: skip
+        text = course.reading(tmp_path)
+        assert ("it trained 12 epochs to the baseline's 3" in text) == said, text

@@ -443,6 +443,32 @@ def _markdown(text: str):
 # --------------------------------------------------------------------------- the reading
 
 
+def collapsed(out, models) -> list[str]:
+    """A line for each model that guesses one class far more often than the classes
+    occur (three times its share or more): it has collapsed onto few classes."""
+    import pandas as pd
+
+    lay: Layout = layout(out)
+    lines = []
+    for name in models:
+        path = lay.per_class(name)
+        if not path.is_file():
+            continue
+        table = pd.read_csv(path)
+        if "predicted" not in table or table["predicted"].sum() == 0:
+            continue
+        share = table["predicted"] / table["predicted"].sum()
+        top = share.idxmax()
+        fair = table["support"][top] / table["support"].sum()
+        if share[top] >= 3 * fair:
+            lines.append(
+                f"- {name} guesses *{table['class'][top]}* for {share[top]:.0%} of the test "
+                f"images, a class that is {fair:.0%} of them: it has collapsed onto few "
+                "classes (too little training to tell the others apart)."
+            )
+    return lines
+
+
 def reading(out) -> str:
     """A short reading of the evaluated series, written from reports/results.csv and the
     confused pairs: the winner and its margin, the overfitting gap, the most confused
@@ -490,6 +516,17 @@ def reading(out) -> str:
                 else "."
             )
         )
+    models = table.set_index("model")
+    if {"baseline", "overfit"} <= set(models.index) and "epochs" in models:
+        b, o = models.loc["baseline"], models.loc["overfit"]
+        if o["test_accuracy"] > b["test_accuracy"] and o["epochs"] > b["epochs"]:
+            lines.append(
+                f"- The overfitting model scores above the baseline ({o['test_accuracy']:.2%} "
+                f"against {b['test_accuracy']:.2%}): it trained {int(o['epochs'])} epochs to "
+                f"the baseline's {int(b['epochs'])}. Memorising still learns something; the "
+                "baseline, regularised, needs more epochs to pull ahead."
+            )
+    lines += collapsed(out, table["model"])
     pairs = pd.read_csv(lay.confused_pairs(best["model"]))
     if len(pairs):
         top = pairs.head(3)

@@ -42,8 +42,9 @@ def metrics(
     pred = probs.argmax(1)
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     per_class = pd.DataFrame(
-        {"class": class_names, "precision": p, "recall": r, "f1": f, "support": s}
-    )
+        {"class": class_names, "precision": p, "recall": r, "f1": f, "support": s,
+         "predicted": np.bincount(pred, minlength=n)}  # how often each class is guessed
+    )  # fmt: skip
     out = {
         "test_accuracy": float(accuracy_score(y, pred)),
         "top5_accuracy": float(top_k_accuracy_score(y, probs, k=min(5, n - 1), labels=labels))

@@ -387,3 +387,33 @@ def test_executed_notebooks_show_no_stderr_no_warning_and_no_absolute_path(execu
                 )
                 assert not re.search(r"warning", text, re.I), (name, text[:300])
                 assert not ABSOLUTE.search(text), (name, ABSOLUTE.search(text), text[:300])
+
+
+def test_a_kernels_low_level_standard_error_goes_to_the_log_not_the_notebook(tmp_path):
+    """C++ libraries (TensorFlow's start-up lines) write to file descriptor 2 directly;
+    Python's own warnings still reach the notebook, where a reader should see them."""
+    from cifarlab import notebooks
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import os, sys\nos.write(2, b'I0000 a C++ start-up line\\n')\nprint('ran')"
+        ),
+        nbformat.v4.new_code_cell("print('python stderr', file=sys.stderr)"),
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": notebooks.KERNEL,
+        "display_name": "cifarlab",
+        "language": "python",
+    }
+    src = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, src)
+    target = tmp_path / "out" / "tiny.ipynb"
+    target.parent.mkdir()
+    notebooks.execute(src, target, {}, progress=False)
+    done = nbformat.read(target, as_version=4)
+    first = [o.get("text", "") for o in done.cells[0].outputs]
+    assert first == ["ran\n"], first  # the C++ line is not in the notebook
+    assert "C++ start-up line" in target.with_suffix(".log").read_text()
+    second = [(o.get("name"), o.get("text")) for o in done.cells[1].outputs]
+    assert second == [("stderr", "python stderr\n")]

@@ -434,6 +434,14 @@ def test_search_resumes_from_its_trials_on_disk(tmp_path, tiny_data):
         t["hyperparameters"] for t in second["trials"] if t["trial_id"] == winner["trial_id"]
     )
     assert "recipe" in winner["why"] or "best validation accuracy" in winner["why"]
+    # the notebook's table: a column per trial, numbered as KerasTuner's log numbers them,
+    # best first; a row per hyperparameter that differs between the trials
+    table = tune.trials_table(tmp_path)
+    assert sorted(table.columns) == ["trial 1", "trial 2"]
+    acc = table.loc["val_accuracy"].astype(float)
+    assert acc.is_monotonic_decreasing
+    rows = [r for r in table.index if r != "val_accuracy"]
+    assert rows and all(table.loc[r].astype(str).nunique() == 2 for r in rows)
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "full"])

@@ -137,6 +137,30 @@ def _absolute_paths_in_environment() -> None:
             os.environ[name] = str(Path(os.environ[name]).resolve())
 
 
+def execute(
+    notebook: Path, target: Path, params: dict, kernel: str = KERNEL, progress: bool = True,
+    desc: str = "",
+) -> None:  # fmt: skip
+    """Execute ``notebook`` into ``target`` with papermill, its kernel started in the
+    notebook's folder. What the kernel's C++ libraries write to its file descriptor 2
+    (TensorFlow's start-up lines, a CUDA "failed call to cuInit" on a CPU) goes to
+    ``target``'s ``.log``, not into red boxes in the notebook."""
+    import papermill as pm
+
+    with _stderr_to(target.with_suffix(".log")):
+        pm.execute_notebook(
+            str(notebook),
+            str(target),
+            parameters=params,
+            kernel_name=kernel,
+            cwd=str(notebook.parent),
+            # the bar stays in the terminal (standard error goes to the log)
+            progress_bar={"file": sys.stdout, "desc": desc} if progress else False,
+            log_output=False,
+            extra_arguments=["--IPKernelApp.capture_fd_output=False"],
+        )
+
+
 def run_notebooks(
     dataset: str,
     profile: str | None,
@@ -208,21 +232,8 @@ def run_notebooks(
         plan.kernel_started(out)  # its start is spent time from now on, not time to come
         log = target.with_suffix(".log")
         try:
-            with _stderr_to(log), _epochs_to_terminal(out):  # TensorFlow's start-up lines
-                pm.execute_notebook(
-                    str(src / f"{name}.ipynb"),
-                    str(target),
-                    parameters=params,
-                    kernel_name=kernel,
-                    cwd=str(src),
-                    # the bar stays in the terminal (standard error goes to the log)
-                    progress_bar={"file": sys.stdout, "desc": name} if progress else False,
-                    log_output=False,
-                    # the kernel's C++ libraries (TensorFlow's start-up lines, a CUDA
-                    # "failed call to cuInit" on a CPU) write to its file descriptor 2:
-                    # to the log beside the notebook, not into red boxes in the notebook
-                    extra_arguments=["--IPKernelApp.capture_fd_output=False"],
-                )
+            with _epochs_to_terminal(out):
+                execute(src / f"{name}.ipynb", target, params, kernel, progress, desc=name)
         except pm.PapermillExecutionError as exc:
             export_html(target)  # the traceback, readable in a browser too
             raise CifarlabError(

@@ -441,14 +441,21 @@ def describe_space(profile: str | None = "smoke") -> pd.DataFrame:
 
 
 def trials_table(out) -> pd.DataFrame:
-    """The finished search's trials, best first."""
+    """The finished search's trials as columns, best first, named as KerasTuner's log
+    names them ("Trial 1" is trial_id 0); a row per hyperparameter that differs between
+    them (those all trials share are left out: the recipe's), so it fits a page."""
     import pandas as pd
 
     found = load_search(out)
     if not found:
         raise CifarlabError(f"no search result in {search_path(out)}; run `cifarlab tune` first")
-    rows = [
-        {"trial": t["trial_id"], "val_accuracy": t["val_accuracy"], **t["hyperparameters"]}
+    rows = {
+        f"trial {int(t['trial_id']) + 1}": {
+            "val_accuracy": t["val_accuracy"],
+            **t["hyperparameters"],
+        }
         for t in found["trials"]
-    ]
-    return pd.DataFrame(rows).sort_values("val_accuracy", ascending=False).reset_index(drop=True)
+    }
+    table = pd.DataFrame(rows).T.sort_values("val_accuracy", ascending=False)
+    varies = [c for c in table if c == "val_accuracy" or table[c].astype(str).nunique() > 1]
+    return table[varies if len(table) > 1 else list(table)].T

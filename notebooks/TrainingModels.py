@@ -222,7 +222,7 @@ course.code(transfer.train_vgg16)
 
 # %%
 vgg_split, vgg_cfg = course.model_inputs("vgg16", ds, profile, seed, out, overrides)
-card = course.architecture("vgg16", vgg_cfg, show_summary=False)
+card = course.architecture("vgg16", vgg_cfg)
 display(Markdown(course.training_words("vgg16", vgg_cfg, vgg_split, ds)))
 print(course.expected("vgg16", ds.name, profile, vgg_cfg.epochs, ds.num_classes))
 

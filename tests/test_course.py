@@ -346,3 +346,15 @@ def test_the_reading_explains_an_overfit_model_ahead_of_the_baseline(tmp_path):
         ).to_csv(lay.results_csv, index=False)  # fmt: skip
         text = course.reading(tmp_path)
         assert ("it trained 12 epochs to the baseline's 3" in text) == said, text
+
+
+def test_the_vgg16_card_counts_what_each_phase_trains():
+    """Not the built model's 'all trainable': the head alone, then the head and the
+    fine-tuned block(s), as cifarlab.training.transfer trains them."""
+    cfg = _cfg("vgg16")
+    card = course.architecture("vgg16", cfg, show_summary=False)
+    blocks = cfg.hp["finetune_blocks"]
+    assert blocks == 1  # block5: three 3x3 convolutions of 512 -> 512 channels
+    block5 = 3 * (3 * 3 * 512 * 512 + 512)
+    assert card["phase2_trainable"] - card["phase1_trainable"] == block5
+    assert 0 < card["phase1_trainable"] < card["phase2_trainable"] < card["params"]

@@ -235,11 +235,34 @@ def architecture(name: str, cfg: TrainConfig, show_summary: bool = True) -> dict
         "forward_mflops_per_image": round(count_flops(model) / 1e6, 1),
         "layers": len(model.layers),
     }
+    if name == "vgg16":  # what trains depends on the phase, not on the built model
+        card.update(_vgg16_phases(model, cfg))
+        print(
+            f"{name}: {card['params']:,} parameters (phase 1 trains the head's "
+            f"{card['phase1_trainable']:,}, phase 2 the head and the fine-tuned block's "
+            f"{card['phase2_trainable']:,}), "
+            f"{card['forward_mflops_per_image']:,} MFLOP forward per 32x32 image"
+        )
+        return card
     print(
         f"{name}: {card['params']:,} parameters ({trainable:,} trainable), "
         f"{card['forward_mflops_per_image']:,} MFLOP forward per 32x32 image"
     )
     return card
+
+
+def _vgg16_phases(model, cfg: TrainConfig) -> dict:
+    """The parameters each of VGG16's phases trains: the head alone, then the head and
+    the fine-tuned block(s) (cifarlab.training.transfer)."""
+    from cifarlab.models.vgg16 import vgg16_parts
+
+    _, top = vgg16_parts(model, cfg.hp["finetune_blocks"])
+
+    def count(layers) -> int:
+        return int(sum(np.prod(w.shape) for lay in layers for w in lay.trainable_weights))
+
+    head = [lay for lay in top.layers if not lay.name.startswith("block")]
+    return {"phase1_trainable": count(head), "phase2_trainable": count(top.layers)}
 
 
 def schedule_values(cfg: TrainConfig, train_images: int, points: int = 600):

@@ -662,3 +662,10 @@ def test_vgg16_figures_use_layers_that_still_have_a_spatial_extent(image_size):
     layers = visualize.block_outputs(m)
     assert len(layers) == 5 and layers[-1] == "block5_conv3"
     assert all(min(m.get_layer(n).output.shape[1:3]) >= 2 for n in layers)
+
+
+@pytest.mark.parametrize("profile", config.PROFILES)
+def test_every_search_dimension_is_explained_in_a_sentence(profile):
+    table = tune.describe_space(profile)
+    unexplained = table.loc[table["what it is"].str.len() < 20, "hyperparameter"].tolist()
+    assert not unexplained, unexplained

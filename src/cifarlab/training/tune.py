@@ -412,6 +412,40 @@ def best_config(out, dataset, profile, seed, progress=True, search=True) -> Trai
     return run_search(ds, profile, out, seed, progress=progress)
 
 
+#: each search dimension in a sentence a student can follow (ThirdModel's table)
+MEANING = {
+    "arch": "the family of network: the airbench CNN, or a plain / residual CNN",
+    "widths": "channels of the airbench network's three groups: wider sees more, costs more",
+    "width": "channels of the plain CNN's first block (doubled in each later block)",
+    "depth": "how many convolution blocks the plain CNN stacks",
+    "residual": "whether each block adds its input to its output (a ResNet shortcut)",
+    "batch_norm": "whether each convolution's output is normalised over the batch",
+    "dropout": "the share of activations zeroed at random in training (regularisation)",
+    "activation": "the non-linearity after each convolution (GELU is a smooth ReLU)",
+    "whiten": "a fixed first layer that decorrelates the pixels, computed from the data",
+    "whiten_bias": "for how many epochs that first layer's bias still trains",
+    "bn_scale": "whether batch norm learns a scale per channel (airbench leaves it out)",
+    "bn_momentum": "how fast batch norm's running statistics follow new batches",
+    "identity_init": "whether each convolution starts close to passing its input through",
+    "head_scale": "a fixed factor on the classifier's output (airbench's 1/9)",
+    "optimizer": "how the weights follow the gradient: SGD with momentum or AdamW",
+    "sgd_lr": "SGD's peak learning rate (its step size)",
+    "adamw_lr": "AdamW's peak learning rate (its step size)",
+    "momentum": "how much of the last steps each SGD step keeps",
+    "weight_decay": "how strongly weights are pulled towards zero at each step",
+    "l2": "a penalty on large kernels added to the gradient (airbench's weight decay)",
+    "bias_lr_scale": "how many times larger the batch-norm biases' steps are",
+    "lookahead": "every this many steps the weights become their running average (0: off)",
+    "schedule": "how the learning rate changes over training: cosine or linear decay",
+    "warmup_fraction": "the share of training over which the rate first rises to its peak",
+    "label_smoothing": "targets slightly short of 100% sure, so the net is less over-confident",
+    "translate": "random shifts of the training images, as a fraction of their size",
+    "pixel_shifts": "shifts by whole pixels cropped from a padded image (else interpolated)",
+    "flip_mode": "random mirror images each step, or each image mirrored every other epoch",
+    "tta_shift": "at test time, also average predictions over images shifted by this many pixels",
+}
+
+
 def describe_space(profile: str | None = "smoke") -> pd.DataFrame:
     """The search space of ``profile`` as a table: dimension, values, default (the
     profile's recipe: the first trial), and the condition under which it applies."""
@@ -435,8 +469,9 @@ def describe_space(profile: str | None = "smoke") -> pd.DataFrame:
             values = [True, False]
         cond = ", ".join(f"{c.name} in {c.values}" for c in p.conditions)
         rows.append(
-            {"hyperparameter": p.name, "values": values, "default": p.default, "only when": cond}
-        )
+            {"hyperparameter": p.name, "what it is": MEANING.get(p.name, ""), "values": values,
+             "default": p.default, "only when": cond}
+        )  # fmt: skip
     return pd.DataFrame(rows)
 
 

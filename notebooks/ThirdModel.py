@@ -110,10 +110,11 @@ tune.trials_table(out)
 
 # %% [markdown]
 # ## The tuned model, trained with the winning configuration
-# Rebuilt from the saved JSON and trained for the profile's full epochs on the whole
-# training split. Predictions average each image and its mirror image (test-time flip;
-# with the airbench recipe also both shifted by a pixel: six views), inside the saved
-# model, as recorded in the configuration.
+# Rebuilt from the saved JSON and trained on the whole training split for the epochs the
+# series' plan gives it (the profile's recipe where no budget is set); the numbers of this
+# run are printed below. Where the configuration asks for test-time augmentation, the
+# saved model itself averages each image's predictions over its mirror image (and, with
+# `tta_shift`, over shifted copies).
 
 # %% [markdown]
 # The winner as a network: its layers, parameters and forward FLOPs per image (compare

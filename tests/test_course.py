@@ -358,3 +358,12 @@ def test_the_vgg16_card_counts_what_each_phase_trains():
     block5 = 3 * (3 * 3 * 512 * 512 + 512)
     assert card["phase2_trainable"] - card["phase1_trainable"] == block5
     assert 0 < card["phase1_trainable"] < card["phase2_trainable"] < card["params"]
+
+
+def test_before_an_unmeasured_profile_trains_the_other_profiles_figure_and_chance_are_said():
+    table = course.expected_table()
+    row = table[(table["profile"] == "cpu") & (table["dataset"] == "cifar10-jpg")].iloc[-1]
+    said = course.expected(row["model"], "cifar10-jpg", "smoke", 3, 10)
+    assert "profile smoke: not measured yet." in said
+    assert "Measured on profile cpu: " in said and "Chance is 10.0% (one of 10 classes)." in said
+    assert "Chance" not in course.expected(row["model"], "cifar10-jpg", "smoke", 3)

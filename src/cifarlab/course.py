@@ -337,17 +337,17 @@ def expected(
     so. Given ``num_classes``, the chance level too."""
     floor = f" {chance(num_classes)}" if num_classes else ""
     table = expected_table()
-    key = dataset_name.lower()
     if not table.empty:
-        here = table[(table["model"] == name) & (table["dataset"].str.lower() == key)]
-        table = here[here["profile"] == profile]
-        others = here[here["profile"] != profile]
-    if table.empty:
+        key = dataset_name.lower()
+        table = table[(table["model"] == name) & (table["dataset"].str.lower() == key)]
+    others = table[table["profile"] != profile] if not table.empty else table
+    table = table[table["profile"] == profile] if not table.empty else table
+    if table.empty:  # this profile not measured: the latest figure of each other profile
         elsewhere = "".join(
             f" Measured on profile {r['profile']}: {r['test accuracy']} after {r['epochs']} "
             f"epochs ({r['date']})."
             for _, r in others.groupby("profile").tail(1).iterrows()
-        ) if len(expected_table()) else ""  # fmt: skip
+        )
         return f"{name} on {dataset_name}, profile {profile}: not measured yet.{elsewhere}{floor}"
     counts = table["epochs"].map(lambda e: sum(int(p) for p in str(e).split("+")))
     # the figure measured nearest to the epochs this run trains (the latest without them)

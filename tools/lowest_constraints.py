@@ -14,7 +14,8 @@ print("# the lowest versions pyproject.toml admits (tools/lowest_constraints.py)
 for req in reqs:
     name = re.match(r"[A-Za-z0-9_.\-]+", req).group(0)
     low = re.search(r"(?:>=|==)\s*([0-9][^,;\s]*)", req)
-    if low:
-        print(f"{name}=={low.group(1)}")
+    if low:  # "2.3" admits 2.3.x: the lowest minor, its newest patch (2.3.0 may not exist)
+        version = low.group(1)
+        print(f"{name}=={version}" + (".*" if version.count(".") < 2 else ""))
     else:
         print(f"# {name}: no lower bound", file=sys.stderr)

@@ -30,15 +30,15 @@ import sys
 from pathlib import Path
 
 
-def network(hp: dict) -> str:
+def network(net: dict) -> str:
     """The saved config's network in a few words."""
-    if hp.get("arch") == "airbench":
-        return "airbench " + "/".join(str(w) for w in hp["widths"])
-    if "widths" in hp and "convs" in hp:  # the classic CNN of baseline / overfit
-        return "classic CNN " + "/".join(str(w) for w in hp["widths"])
-    if "width" in hp:
-        return f"residual CNN width {hp['width']} depth {hp.get('depth', 1)}"
-    return "VGG16" if "finetune_blocks" in hp else "?"
+    if net.get("arch") == "airbench":
+        return "airbench " + "/".join(str(w) for w in net["widths"])
+    if "widths" in net and "convs" in net:  # the classic CNN of baseline / overfit
+        return "classic CNN " + "/".join(str(w) for w in net["widths"])
+    if "width" in net:
+        return f"residual CNN width {net['width']} depth {net.get('depth', 1)}"
+    return "VGG16" if "finetune_blocks" in net else "?"
 
 
 def split_sizes(n_images: int, cfg: dict) -> tuple[int, int]:
@@ -84,7 +84,7 @@ def frontier(runs: list[str], figure: Path, title: str):
             {
                 "run": label,
                 "dataset": f"{ds.name} `{ds.checksum[:16]}`",
-                "network": network(cfg["hp"]),
+                "network": network(cfg.get("network", cfg.get("hp", {}))),  # "hp" before 2026-12-07
                 "fwd MFLOP": round(fwd / 1e6),
                 "epochs": meta["epochs_run"],
                 # 3x forward per training image (forward + two backward products), 1x per

@@ -142,7 +142,7 @@ def run_peer(
 #: cifarlab's step with one part taken out (``--profile``): where its time goes
 VARIANTS = {
     "whole": {},
-    "relu instead of gelu": {"hp": {"activation": "relu"}},
+    "relu instead of gelu": {"network": {"activation": "relu"}},
     "no lookahead (no moving average)": {"lookahead": 0},
     "plain SGD (no bias scaling, no ramp)": {"lookahead": 0, "bias_lr_scale": 1.0},
     "no coupled L2": {"l2": 0.0},
@@ -165,8 +165,8 @@ def run_cifarlab(
     cfg = config.model_config("tuned", "cpu").at_batch(batch_size)
     change = dict(VARIANTS[variant])
     fixed = change.pop("_fixed_batch", False)
-    hp = {**cfg.hp, "widths": widths, **change.pop("hp", {})}
-    cfg = cfg.replace(hp=hp, precision=precision, **change)
+    net = {**cfg.network, "widths": widths, **change.pop("network", {})}
+    cfg = cfg.replace(network=net, precision=precision, **change)
     _, split, cfg = prepare(load_dataset(dataset, progress=False), cfg, 0, progress=False)
     precision = set_precision(cfg.precision)
     keras.utils.set_random_seed(0)

@@ -47,7 +47,9 @@ def run(dataset, weights, layers, n_train, n_val, image_size, seed, profile="cpu
     from cifarlab.models.vgg16 import build_vgg16
 
     cfg = model_config("vgg16", profile)
-    cfg = cfg.replace(hp={**cfg.hp, "image_size": image_size or cfg.hp["image_size"]})
+    cfg = cfg.replace(
+        network={**cfg.network, "image_size": image_size or cfg.network["image_size"]}
+    )
     ds, split, cfg = prepare(dataset, cfg, seed, progress=False)
     xt, yt = stratified_subset(split.x_train, split.y_train, n_train, seed)
     xv, yv = stratified_subset(split.x_val, split.y_val, n_val, seed)
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     hw = env["hardware"]
     print(f"\n{ds.name} ({ds.checksum[:16]}), {a.train:,} train / {a.val:,} val images of the "
-          f"seed-{a.seed} split, image size {cfg.hp['image_size']}; backend {env['backend']}; "
+          f"seed-{a.seed} split, image size {cfg.network['image_size']}; backend {env['backend']}; "
           f"{versions}; {hw['processor']}, {hw['cpu_count']} cores")  # fmt: skip
     return 0
 

@@ -59,13 +59,13 @@ def test_identity_init_passes_each_input_channel_through():
 
 
 def test_the_airbench_network_has_its_parts_and_takes_its_initialisation_from_data():
-    cfg = _cfg(hp=dict(arch="airbench", widths=[16, 32, 32]))
+    cfg = _cfg(network=dict(arch="airbench", widths=[16, 32, 32]))
     m = models.build(cfg)
     whiten = m.get_layer(airbench.WHITEN)
     assert whiten.kernel.shape == (2, 2, 3, 24) and whiten.bias.shape == (24,)
     trainable = {v.path for v in m.trainable_variables}
     assert "whiten/bias" in trainable and "whiten/kernel" not in trainable
-    no_bias = _cfg(hp=dict(arch="airbench", widths=[16, 32, 32], whiten_bias_epochs=0))
+    no_bias = _cfg(network=dict(arch="airbench", widths=[16, 32, 32], whiten_bias_epochs=0))
     assert models.build(no_bias).get_layer(airbench.WHITEN).bias is None
     assert m.get_layer("head_scale").scale == pytest.approx(1 / 9)
     bn = m.get_layer("group1_conv1_bn")
@@ -79,7 +79,7 @@ def test_the_airbench_network_has_its_parts_and_takes_its_initialisation_from_da
     )
     k = np.asarray(m.get_layer("group2_conv1").kernel)  # 16 -> 32: 16 identity filters
     assert k[1, 1, :, :16].tolist() == np.eye(16).tolist()
-    plain = _cfg(hp=dict(arch="airbench", widths=[16, 32, 32], whiten=False, head_scale=1.0))
+    plain = _cfg(network=dict(arch="airbench", widths=[16, 32, 32], whiten=False, head_scale=1.0))
     names = {layer.name for layer in models.build(plain).layers}
     assert "stem" in names and airbench.WHITEN not in names and "head_scale" not in names
 
@@ -104,7 +104,7 @@ def test_the_whitening_bias_trains_for_its_epochs_then_stays_and_its_kernel_neve
             cfg = config.model_config("tuned", "smoke").replace(
                 mean=[125.0] * 3, std=[63.0] * 3, num_classes=10, epochs=4, batch_size=32,
                 optimizer="sgd", lookahead=0, bias_lr_scale=bias_lr_scale,
-                hp=dict(arch="airbench", widths=[8, 16, 16], whiten_bias_epochs=2),
+                network=dict(arch="airbench", widths=[8, 16, 16], whiten_bias_epochs=2),
             )
             keras.utils.set_random_seed(0)
             m = models.build(cfg)
@@ -304,9 +304,9 @@ def test_the_search_space_holds_the_airbench_family_and_builds_its_winner():
     hp = kt.HyperParameters()
     hp.Fixed("arch", "airbench")
     cfg = tune.config_from_hp(hp, _cfg())
-    assert cfg.hp["arch"] == "airbench" and cfg.hp["widths"] == [64, 256, 256]
+    assert cfg.network["arch"] == "airbench" and cfg.network["widths"] == [64, 256, 256]
     assert cfg.weight_decay == 0.0  # the airbench family decays by coupled L2
-    built = models.build(cfg.replace(hp={**cfg.hp, "widths": [8, 16, 16]}))
+    built = models.build(cfg.replace(network={**cfg.network, "widths": [8, 16, 16]}))
     assert built.get_layer(airbench.WHITEN) is not None
 
 
@@ -342,7 +342,7 @@ def test_the_ablation_trains_the_whole_recipe_and_each_part_removed(ablated):
         p: json.loads(out.ablation_run(p).meta("tuned").read_text())["config"]
         for p in table["part removed"]
     }
-    assert saved["whole"]["hp"]["whiten"] and not saved["whitening"]["hp"]["whiten"]
+    assert saved["whole"]["network"]["whiten"] and not saved["whitening"]["network"]["whiten"]
     assert saved["whole"]["tta_shift"] == 1 and saved["test-time-views"]["tta_shift"] == 0
     assert saved["whole"]["epochs"] == 1
     assert "| whole |" in out.ablation_md.read_text()
@@ -454,18 +454,18 @@ def test_on_a_gpu_and_a_cpu_the_search_starts_from_airbench():
     import keras_tuner as kt
 
     full = config.model_config("tuned", "full")
-    assert full.hp["arch"] == "airbench" and full.hp["widths"] == [64, 256, 256]
+    assert full.network["arch"] == "airbench" and full.network["widths"] == [64, 256, 256]
     assert (full.batch_size, full.epochs, full.learning_rate) == (1024, 10, 1.5)
     assert config.SEARCH_BUDGET["full"]["batch_size"] == full.batch_size  # no rate rescaling
     first = tune.config_from_hp(kt.HyperParameters(), full)  # the defaults: the recipe itself
     assert first.to_dict() == full.to_dict()
     # cpu: the airbench recipe at airbench94's widths, batch 512 (the ablation's base too)
     cpu = config.model_config("tuned", "cpu")
-    assert cpu.hp["arch"] == "airbench" and cpu.hp["widths"] == [64, 256, 256]
+    assert cpu.network["arch"] == "airbench" and cpu.network["widths"] == [64, 256, 256]
     assert (cpu.batch_size, cpu.epochs, cpu.learning_rate) == (512, 13, 0.75)
-    assert cpu.hp["whiten"] and cpu.lookahead == 5 and cpu.tta_shift == 1
+    assert cpu.network["whiten"] and cpu.lookahead == 5 and cpu.tta_shift == 1
     assert config.airbench_config("cpu").to_dict() == cpu.to_dict()
-    assert "width" not in cpu.hp  # no residual-net keys in an airbench config
+    assert "width" not in cpu.network  # no residual-net keys in an airbench config
     # its trials may not take widths past the cpu budget's (128/384/384 is 2.5x the FLOPs)
     budget = config.SEARCH_BUDGET["cpu"]
     hp = kt.HyperParameters()
@@ -519,7 +519,7 @@ def test_the_ablation_reports_superclass_accuracy_on_cifar100(tmp_path, official
     from cifarlab.layout import Layout
 
     run = Layout(out).ablation_run("whole")
-    assert json.loads(run.meta("tuned").read_text())["config"]["hp"]["widths"] == [8, 20, 12]
+    assert json.loads(run.meta("tuned").read_text())["config"]["network"]["widths"] == [8, 20, 12]
     m = keras.saving.load_model(run.model("tuned"), safe_mode=True)
     convs = {w.shape[-1] for w in m.weights if len(w.shape) == 4}  # conv kernels' outputs
     assert {8, 20, 12} <= convs and 32 not in convs  # the groups as asked, not smoke's

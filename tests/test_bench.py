@@ -27,7 +27,10 @@ def test_the_airbench_network_costs_what_airbench94_costs():
     from cifarlab.models import airbench
 
     cfg = config.model_config("tuned", "smoke").replace(
-        mean=[0.0] * 3, std=[1.0] * 3, num_classes=10, hp={"arch": "airbench", **airbench.DEFAULTS}
+        mean=[0.0] * 3,
+        std=[1.0] * 3,
+        num_classes=10,
+        network={"arch": "airbench", **airbench.DEFAULTS},
     )
     m = models.build(cfg)
     whiten = 31 * 31 * 4 * 3 * 24

@@ -179,7 +179,7 @@ def test_the_cpu_tuned_recipe_is_drawn_as_it_trains():
     from cifarlab.models.flops import count_flops
 
     cfg = _cfg("tuned")
-    assert cfg.hp["arch"] == "airbench" and cfg.schedule == "linear"
+    assert cfg.network["arch"] == "airbench" and cfg.schedule == "linear"
     steps, rates, per_epoch = course.schedule_values(cfg, train_images=40_000)
     assert per_epoch == 78  # 40,000 images in full batches of 512 (the last 64 left out)
     peak = int(steps[np.argmax(rates)]) / (cfg.epochs * per_epoch)
@@ -353,7 +353,7 @@ def test_the_vgg16_card_counts_what_each_phase_trains():
     fine-tuned block(s), as cifarlab.training.transfer trains them."""
     cfg = _cfg("vgg16")
     card = course.architecture("vgg16", cfg, show_summary=False)
-    blocks = cfg.hp["finetune_blocks"]
+    blocks = cfg.network["finetune_blocks"]
     assert blocks == 1  # block5: three 3x3 convolutions of 512 -> 512 channels
     block5 = 3 * (3 * 3 * 512 * 512 + 512)
     assert card["phase2_trainable"] - card["phase1_trainable"] == block5

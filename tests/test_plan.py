@@ -139,7 +139,7 @@ def test_vgg16_keeps_a_head_and_a_fine_tuning_phase_at_any_count():
     cfg = config.model_config("vgg16", "cpu")
     for n in (2, 3, 7, 30):
         c = plan.with_epochs(cfg, n)
-        assert c.epochs == n and 1 <= c.hp["head_epochs"] < n
+        assert c.epochs == n and 1 <= c.network["head_epochs"] < n
 
 
 @pytest.mark.slow

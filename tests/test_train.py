@@ -41,7 +41,7 @@ def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, 
         x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("uint8")
         y = np.arange(16) % 10
         airbench = dict(  # the tuned model as the airbench family, every part on
-            hp=dict(arch="airbench", widths=[16, 32, 32]), l2=5e-4, bias_lr_scale=64,
+            network=dict(arch="airbench", widths=[16, 32, 32]), l2=5e-4, bias_lr_scale=64,
             lookahead=2, schedule="linear", decay_to=0.07, flip_mode="alternate",
             pixel_shifts=True, tta_shift=1)
         for name in ("baseline", "overfit", "tuned", "vgg16", "airbench"):
@@ -457,9 +457,9 @@ def test_the_first_trial_is_the_recipe_at_the_trial_batch_and_rebuilds_to_it(pro
     assert first.learning_rate == pytest.approx(recipe.learning_rate * batch / recipe.batch_size)
     rebuilt = tune.final_config(hp, trial, recipe).to_dict()
     assert rebuilt["learning_rate"] == pytest.approx(recipe.learning_rate)  # not 2x (cpu)
-    rebuilt["hp"].setdefault("arch", "resnet")
+    rebuilt["network"].setdefault("arch", "resnet")
     expected = recipe.to_dict()
-    expected["hp"].setdefault("arch", "resnet")
+    expected["network"].setdefault("arch", "resnet")
     assert {**rebuilt, "learning_rate": recipe.learning_rate} == expected
     with pytest.raises(CifarlabError, match="batch-size"):
         tune.trial_config(profile, 0)
@@ -496,13 +496,13 @@ def test_search_space_admits_modern_small_budget_recipes():
     assert set(space["optimizer"].values) == {"sgd", "adamw"}
     # a point of either family is saved with that family's keys only
     resnet = tune.config_from_hp(kt.HyperParameters(), config.model_config("tuned", "smoke"))
-    assert resnet.hp["arch"] == "resnet" and resnet.hp["width"] == 32
-    assert not set(resnet.hp) & {"whiten", "widths", "bn_momentum"}
+    assert resnet.network["arch"] == "resnet" and resnet.network["width"] == 32
+    assert not set(resnet.network) & {"whiten", "widths", "bn_momentum"}
     pick = kt.HyperParameters()
     pick.values["arch"] = "airbench"  # the airbench family from the smoke recipe's space
     air = tune.config_from_hp(pick, config.model_config("tuned", "smoke"))
-    assert air.hp["arch"] == "airbench" and air.hp["whiten"]
-    assert not set(air.hp) & set(config.RESNET_HP)
+    assert air.network["arch"] == "airbench" and air.network["whiten"]
+    assert not set(air.network) & set(config.RESNET_HP)
 
 
 def test_config_saved_before_the_renames_reads_with_the_same_meaning():
@@ -657,7 +657,7 @@ def test_vgg16_figures_use_layers_that_still_have_a_spatial_extent(image_size):
     from cifarlab.evaluation import visualize
 
     cfg = _cfg("vgg16")
-    cfg = cfg.replace(hp={**cfg.hp, "image_size": image_size})
+    cfg = cfg.replace(network={**cfg.network, "image_size": image_size})
     m = models.build_vgg16(cfg, weights="none")
     layers = visualize.block_outputs(m)
     assert len(layers) == 5 and layers[-1] == "block5_conv3"

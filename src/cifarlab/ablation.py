@@ -58,8 +58,8 @@ def without(cfg: TrainConfig, part: str) -> TrainConfig:
     if part not in PARTS:
         raise CifarlabError(f"unknown part '{part}'; choose from {', '.join(PARTS)}")
     change = PARTS[part][1]
-    if set(change) <= set(cfg.hp) - {"arch"}:  # a network part
-        return cfg.replace(hp={**cfg.hp, **change})
+    if set(change) <= set(cfg.network) - {"arch"}:  # a network part
+        return cfg.replace(network={**cfg.network, **change})
     return cfg.replace(**change)
 
 
@@ -90,7 +90,7 @@ def run_ablation(
     if widths:
         if len(widths) != 3 or min(widths) < 1:
             raise CifarlabError(f"widths: three positive channel counts, got {widths}")
-        base = base.replace(hp={**base.hp, "widths": [int(w) for w in widths]})
+        base = base.replace(network={**base.network, "widths": [int(w) for w in widths]})
     if batch_size:
         base = base.at_batch(batch_size)
     root = layout(out)
@@ -172,7 +172,7 @@ def _write(root, rows, ds, profile, seed, base) -> pd.DataFrame:
     head = (
         f"# Ablation of the airbench recipe\n\n{ds.name} (`{ds.spec}`, sha256 "
         f"`{ds.checksum[:16]}`), profile `{profile}`, seed {seed}, {base.epochs} epochs, batch "
-        f"{base.batch_size}, widths {base.hp['widths']}. Test accuracy of each saved model "
+        f"{base.batch_size}, widths {base.network['widths']}. Test accuracy of each saved model "
         "with plain Keras (safe-mode `load_model`, `predict` on the raw test images); "
         "vs_whole in points.\n\n"
     )

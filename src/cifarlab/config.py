@@ -77,7 +77,8 @@ class TrainConfig:
     # with AVX-512 BF16 / AMX under TensorFlow (1.3x measured here); float32 otherwise.
     # Or float32 / mixed_bfloat16 / mixed_float16. A training choice only.
     precision: str = "auto"
-    hp: dict = field(default_factory=dict)  # the builder's architecture (see cifarlab.models)
+    # the builder's options (cifarlab.models): the network's shape; VGG16's transfer phases
+    network: dict = field(default_factory=dict)
     # filled in by the training code from the training split (never from val/test):
     mean: list[float] | None = None
     std: list[float] | None = None
@@ -124,7 +125,7 @@ class TrainConfig:
             aug = d.pop("augment") or 0.0
             d.setdefault("flip", aug > 0)
             d.setdefault("translate", aug)
-        renamed = {"early_stopping": "patience", "train_limit": "dataset_limit"}
+        renamed = {"early_stopping": "patience", "train_limit": "dataset_limit", "hp": "network"}
         for old, new in renamed.items():
             if old in d:
                 d.setdefault(new, d.pop(old))
@@ -204,7 +205,7 @@ AIRBENCH: dict[str, dict] = {
         restore_best=False,
         epochs=10,
         batch_size=1024,
-        hp=dict(
+        network=dict(
             arch="airbench",
             widths=[64, 256, 256],
             convs=2,
@@ -218,7 +219,7 @@ AIRBENCH: dict[str, dict] = {
         ),
     ),
     "smoke": dict(
-        epochs=2, batch_size=64, learning_rate=1.5 * 64 / 1024, hp=dict(widths=[16, 32, 32])
+        epochs=2, batch_size=64, learning_rate=1.5 * 64 / 1024, network=dict(widths=[16, 32, 32])
     ),
     # cpu: 13 epochs pay on CIFAR-100 (RESULTS.md, "the profile as it ships")
     "cpu": dict(batch_size=512, learning_rate=0.75, epochs=13),
@@ -227,9 +228,9 @@ AIRBENCH: dict[str, dict] = {
 
 
 def _airbench(profile: str) -> dict:
-    """The airbench recipe's values on ``profile`` (its ``hp`` merged key by key)."""
-    hp = {**AIRBENCH["all"]["hp"], **AIRBENCH[profile].get("hp", {})}
-    return {**AIRBENCH["all"], **AIRBENCH[profile], "hp": hp}
+    """The airbench recipe's values on ``profile`` (its ``network`` merged key by key)."""
+    net = {**AIRBENCH["all"]["network"], **AIRBENCH[profile].get("network", {})}
+    return {**AIRBENCH["all"], **AIRBENCH[profile], "network": net}
 
 
 #: The residual family's architecture (cifarlab.models.build_tuned): the smoke profile's
@@ -244,7 +245,7 @@ RECIPES: dict[str, dict[str, dict]] = {
             optimizer="adam",
             learning_rate=1e-3,
             schedule="cosine",
-            hp=dict(widths=[32, 64], convs=[3, 4], dense=512, dropout=0.25, dense_dropout=0.5),
+            network=dict(widths=[32, 64], convs=[3, 4], dense=512, dropout=0.25, dense_dropout=0.5),
         ),
         "smoke": dict(epochs=3, batch_size=64, patience=3),
         # lighter dropout: the classic 0.25 / 0.5 underfits a 20-epoch run (RESULTS.md,
@@ -255,7 +256,7 @@ RECIPES: dict[str, dict[str, dict]] = {
             patience=5,
             flip=True,
             translate=0.1,
-            hp=dict(dropout=0.1, dense_dropout=0.3),
+            network=dict(dropout=0.1, dense_dropout=0.3),
         ),
         "full": dict(epochs=40, batch_size=256, patience=8, flip=True, translate=0.1),
     },
@@ -269,7 +270,7 @@ RECIPES: dict[str, dict[str, dict]] = {
             learning_rate=1e-3,
             schedule="constant",
             restore_best=False,
-            hp=dict(widths=[32, 64], convs=[3, 4], dense=1024),
+            network=dict(widths=[32, 64], convs=[3, 4], dense=1024),
         ),
         # smoke: a third of its 800 training images (the cpu profile: a quarter)
         "smoke": dict(epochs=12, batch_size=64, train_subset=256),
@@ -299,7 +300,7 @@ RECIPES: dict[str, dict[str, dict]] = {
             learning_rate=0.05,
             label_smoothing=0.1,
             translate=0.1,
-            hp=dict(RESNET_HP),
+            network=dict(RESNET_HP),
         ),
         "cpu": _airbench("cpu"),  # 64/256/256, batch 512, 13 epochs
         "full": _airbench("full"),  # airbench94 itself: batch 1024, 10 epochs
@@ -311,7 +312,7 @@ RECIPES: dict[str, dict[str, dict]] = {
             optimizer="adam",  # the head's phase
             learning_rate=1e-3,
             schedule="cosine",
-            hp=dict(
+            network=dict(
                 dense=256,
                 dropout=0.3,
                 head_epochs=3,
@@ -323,11 +324,11 @@ RECIPES: dict[str, dict[str, dict]] = {
                 mirror_features=True,  # cache the mirror images' features too: flips for free
             ),
         ),
-        "smoke": dict(epochs=3, batch_size=64, hp=dict(head_epochs=2)),
+        "smoke": dict(epochs=3, batch_size=64, network=dict(head_epochs=2)),
         # fine-tuning still pays after 5 epochs (RESULTS.md, cpu run 1)
-        "cpu": dict(epochs=14, batch_size=128, hp=dict(head_epochs=3, image_size=48)),
+        "cpu": dict(epochs=14, batch_size=128, network=dict(head_epochs=3, image_size=48)),
         "full": dict(
-            epochs=20, batch_size=128, hp=dict(head_epochs=5, finetune_lr=5e-5, image_size=64)
+            epochs=20, batch_size=128, network=dict(head_epochs=5, finetune_lr=5e-5, image_size=64)
         ),
     },
 }
@@ -375,7 +376,7 @@ BUDGET_SHARES = {"baseline": 0.10, "overfit": 0.07, "search": 0.08, "tuned": 0.5
 
 #: A part whose recipe cannot show its lesson within its share of a budget (its fixed
 #: cost and least epochs) is planned at the first of these smaller sizes that can (an
-#: ``hp`` update): tuned narrower, VGG16 on smaller inputs (its frozen feature pass over
+#: ``network`` update): tuned narrower, VGG16 on smaller inputs (its frozen feature pass over
 #: every image is most of its cost).
 BUDGET_ALTERNATIVES: dict[str, list[dict]] = {
     "tuned": [dict(widths=[64, 128, 128])],
@@ -401,5 +402,5 @@ def model_config(model: str, profile: str | None, **overrides) -> TrainConfig:
     recipe = RECIPES[check_model(model)]
     profile = resolve_profile(profile)
     values = {**PROFILE_DATA[profile], **recipe["all"], **recipe[profile]}
-    values["hp"] = {**recipe["all"].get("hp", {}), **recipe[profile].get("hp", {})}
+    values["network"] = {**recipe["all"].get("network", {}), **recipe[profile].get("network", {})}
     return TrainConfig(model=model, **values).override(**overrides).validate()

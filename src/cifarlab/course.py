@@ -256,7 +256,7 @@ def _vgg16_phases(model, cfg: TrainConfig) -> dict:
     the fine-tuned block(s) (cifarlab.training.transfer)."""
     from cifarlab.models.vgg16 import vgg16_parts
 
-    _, top = vgg16_parts(model, cfg.hp["finetune_blocks"])
+    _, top = vgg16_parts(model, cfg.network["finetune_blocks"])
 
     def count(layers) -> int:
         return int(sum(np.prod(w.shape) for lay in layers for w in lay.trainable_weights))
@@ -417,7 +417,7 @@ NEXT_STEPS = (
     ("Make the baseline overfit less: stronger augmentation",
      "translate", "`RECIPES['baseline']` `translate`, `rotation`"),
     ("Widen or narrow the tuned network: accuracy against minutes",
-     "hp", "`hp={'widths': [64, 128, 128]}` (`cifarlab ablate --widths 64 128 128`)"),
+     "network", "`network={'widths': [64, 128, 128]}` (`cifarlab ablate --widths 64 128 128`)"),
     ("Switch the optimizer or its schedule",
      "optimizer", "`optimizer` (adam, adamw, sgd), `schedule` (cosine, linear, constant)"),
     ("Average predictions over flipped and shifted copies at test time",

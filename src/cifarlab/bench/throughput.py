@@ -53,7 +53,7 @@ def installed_backends() -> list[str]:
 
 def _networks(models, profile: str) -> list[str]:
     """The networks to measure: ``airbench`` not twice, where ``tuned`` already is it."""
-    same = model_config("tuned", profile).hp.get("arch") == "airbench" and "tuned" in models
+    same = model_config("tuned", profile).network.get("arch") == "airbench" and "tuned" in models
     return [m for m in models if not (same and m == "airbench")]
 
 
@@ -81,9 +81,9 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
             **RANDOM_IMAGE_STATS, num_classes=100
         )
         if name == "airbench":
-            cfg = cfg.replace(hp={"arch": "airbench", **airbench.DEFAULTS})
+            cfg = cfg.replace(network={"arch": "airbench", **airbench.DEFAULTS})
         if name == "vgg16":
-            cfg = cfg.replace(hp={**cfg.hp, "image_size": 32})
+            cfg = cfg.replace(network={**cfg.network, "image_size": 32})
         model = mdl.build_vgg16(cfg, weights="none") if name == "vgg16" else mdl.build(cfg)
         recipe.compile_model(model, cfg, 1000)
         bs = cfg.batch_size
@@ -131,8 +131,8 @@ def _timed_fit(model, x, y, batch_size: int) -> tuple[float, float]:
 
 
 def _note(name: str, cfg) -> str:
-    if cfg.hp.get("arch") == "airbench":
-        return "the airbench network " + "/".join(str(w) for w in cfg.hp["widths"])
+    if cfg.network.get("arch") == "airbench":
+        return "the airbench network " + "/".join(str(w) for w in cfg.network["widths"])
     return "vgg16 at 32x32 input, all layers trainable" if name == "vgg16" else ""
 
 

@@ -7,7 +7,7 @@ plain ``keras.saving.load_model`` predicts correctly without this project's code
 built-in Keras layers are used, so the same models run on TensorFlow, JAX and PyTorch.
 
 Each builder takes a :class:`~cifarlab.config.TrainConfig` whose ``mean``, ``std`` and
-``num_classes`` are set (cifarlab.data.prepare does it) and whose ``hp`` holds the
+``num_classes`` are set (cifarlab.data.prepare does it) and whose ``network`` holds the
 architecture (the recipes in cifarlab.config list every key).
 
 Layer-name contract (cifarlab.evaluation.visualize and cifarlab.training.transfer rely on it):

@@ -4,7 +4,7 @@
 The network: a frozen 2x2 whitening convolution computed from training images, then
 three conv groups (conv, max-pool, batch norm, activation, conv, batch norm, activation)
 of widths such as 64/256/256, a global max-pool and a linear head whose logits are
-scaled down (airbench: by 1/9). Every part is a key of ``config.hp`` the search can
+scaled down (airbench: by 1/9). Every part is a key of ``config.network`` the search can
 switch (cifarlab.training.tune):
 
 - ``widths`` three group widths; ``convs`` convolutions per group (2: airbench94);
@@ -39,13 +39,13 @@ from cifarlab.config import AIRBENCH, TrainConfig
 
 #: The whitening layer's name; its kernel comes from the training images.
 WHITEN = "whiten"
-#: Defaults of the family's ``hp`` keys: airbench94's choices (config.AIRBENCH owns them).
-DEFAULTS = {k: v for k, v in AIRBENCH["all"]["hp"].items() if k != "arch"}
+#: Defaults of the family's ``network`` keys: airbench94's choices (config.AIRBENCH owns them).
+DEFAULTS = {k: v for k, v in AIRBENCH["all"]["network"].items() if k != "arch"}
 
 
 def build_airbench(config: TrainConfig, inputs, x) -> keras.Model:
     """The network on the normalised input ``x`` of ``inputs`` (cifarlab.models.cnn.model_inputs)."""
-    hp = {**DEFAULTS, **config.hp}
+    net = {**DEFAULTS, **config.network}
     # coupled L2: l2 * w added to the gradient (Keras' L2(c) adds 2 c w); the biases'
     # is smaller by their larger step, so that their decay per step matches (airbench)
     reg = keras.regularizers.L2(config.l2 / 2) if config.l2 else None
@@ -54,8 +54,8 @@ def build_airbench(config: TrainConfig, inputs, x) -> keras.Model:
 
     def bn(x, name):
         return layers.BatchNormalization(
-            momentum=hp["bn_momentum"],
-            scale=hp["bn_scale"],
+            momentum=net["bn_momentum"],
+            scale=net["bn_scale"],
             epsilon=1e-12,
             beta_regularizer=bias_reg,
             name=name,
@@ -72,32 +72,32 @@ def build_airbench(config: TrainConfig, inputs, x) -> keras.Model:
             name=name,
         )(x)
 
-    if hp["whiten"]:  # 2x2 patches, 2 x 12 filters (each eigenvector and its negative)
+    if net["whiten"]:  # 2x2 patches, 2 x 12 filters (each eigenvector and its negative)
         whiten = layers.Conv2D(
-            24, 2, padding="valid", use_bias=hp["whiten_bias_epochs"] > 0,
+            24, 2, padding="valid", use_bias=net["whiten_bias_epochs"] > 0,
             bias_initializer=init, bias_regularizer=reg, name=WHITEN,
         )  # fmt: skip
-        x = layers.Activation(hp["activation"], name=f"{WHITEN}_act")(whiten(x))
+        x = layers.Activation(net["activation"], name=f"{WHITEN}_act")(whiten(x))
         # the kernel comes from the data (init_from_data) and never trains; the bias
         # trains at the base rate until the optimizer stops it (recipe.AirbenchSGD)
         whiten.kernel.trainable = False
     else:
         x = conv(x, 24, "stem")
-        x = layers.Activation(hp["activation"], name="stem_act")(bn(x, "stem_bn"))
-    for g, width in enumerate(hp["widths"], start=1):
-        for c in range(1, hp["convs"] + 1):
+        x = layers.Activation(net["activation"], name="stem_act")(bn(x, "stem_bn"))
+    for g, width in enumerate(net["widths"], start=1):
+        for c in range(1, net["convs"] + 1):
             x = conv(x, width, f"group{g}_conv{c}")
             if c == 1:
                 x = layers.MaxPooling2D(name=f"group{g}_pool")(x)
             x = bn(x, f"group{g}_conv{c}_bn")
-            x = layers.Activation(hp["activation"], name=f"group{g}_conv{c}_act")(x)
+            x = layers.Activation(net["activation"], name=f"group{g}_conv{c}_act")(x)
     x = layers.GlobalMaxPooling2D(name="gmp")(x)
     x = layers.Dense(
         config.num_classes, use_bias=False, kernel_initializer=init, kernel_regularizer=reg,
         name="logits",
     )(x)  # fmt: skip
-    if hp["head_scale"] != 1:
-        x = layers.Rescaling(hp["head_scale"], name="head_scale")(x)
+    if net["head_scale"] != 1:
+        x = layers.Rescaling(net["head_scale"], name="head_scale")(x)
     outputs = layers.Activation("softmax", name="predictions", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="tuned")
 
@@ -136,13 +136,13 @@ def init_from_data(model: keras.Model, config: TrainConfig, x_train: np.ndarray)
     """Write the data-dependent and identity initialisations into a freshly built
     airbench network (nothing for other networks): the whitening kernel from the
     training images ``x_train``, identity filters in every group conv."""
-    if config.hp.get("arch") != "airbench":
+    if config.network.get("arch") != "airbench":
         return
-    hp = {**DEFAULTS, **config.hp}
+    net = {**DEFAULTS, **config.network}
     names = {layer.name: layer for layer in model.layers}
-    if hp["whiten"]:
+    if net["whiten"]:
         names[WHITEN].kernel.assign(whitening_kernel(x_train, config.mean, config.std))
-    if hp["identity_init"]:
+    if net["identity_init"]:
         for name, layer in names.items():
             if name.startswith("group") and isinstance(layer, layers.Conv2D):
                 layer.kernel.assign(identity_kernel(keras.ops.convert_to_numpy(layer.kernel)))

@@ -76,16 +76,16 @@ def _conv(x, filters, name, bn=False, **kw):
 def _classic_cnn(
     config: TrainConfig, name: str, dropout: float, dense_dropout: float
 ) -> keras.Model:
-    hp = config.hp
+    net = config.network
     inputs, x = model_inputs(config)
-    for b, (width, convs) in enumerate(zip(hp["widths"], hp["convs"]), start=1):
+    for b, (width, convs) in enumerate(zip(net["widths"], net["convs"]), start=1):
         for c in range(1, convs + 1):
             x = _conv(x, width, name=f"block{b}_conv{c}")
         x = layers.MaxPooling2D(name=f"block{b}_pool")(x)
         if dropout:
             x = layers.Dropout(dropout, name=f"block{b}_dropout")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(hp["dense"], activation="relu", name="hidden")(x)
+    x = layers.Dense(net["dense"], activation="relu", name="hidden")(x)
     if dense_dropout:
         x = layers.Dropout(dense_dropout, name="hidden_dropout")(x)
     outputs = layers.Dense(
@@ -101,18 +101,18 @@ def build_baseline(config: TrainConfig) -> keras.Model:
     """A small CNN in the classic style: 3 same-padded 3x3 convs, pool, 4 convs, pool,
     one dense hidden layer; dropout after each block and after the hidden layer.
 
-    ``config.hp``: ``widths`` (filters per block), ``convs`` (convolutions per block),
+    ``config.network``: ``widths`` (filters per block), ``convs`` (convolutions per block),
     ``dense`` (hidden units), ``dropout`` (after each block), ``dense_dropout``.
     """
-    hp = config.hp
-    return _classic_cnn(config, "baseline", hp["dropout"], hp["dense_dropout"])
+    net = config.network
+    return _classic_cnn(config, "baseline", net["dropout"], net["dense_dropout"])
 
 
 def build_overfit(config: TrainConfig) -> keras.Model:
     """The baseline's layout with a wider hidden layer and no dropout at all: it is
     trained without augmentation or early stopping to show memorisation.
 
-    ``config.hp``: ``widths``, ``convs``, ``dense`` as the baseline's.
+    ``config.network``: ``widths``, ``convs``, ``dense`` as the baseline's.
     """
     if config.flip or config.translate or config.rotation:
         raise CifarlabError("the overfit model is trained without augmentation by design")
@@ -126,16 +126,16 @@ def build_tuned(config: TrainConfig) -> keras.Model:
     or without batch norm and identity shortcuts; max-pooling between stages, global
     average pooling and a softmax head.
 
-    ``config.hp``: ``width`` (w), ``depth`` (blocks per stage), ``batch_norm``,
+    ``config.network``: ``width`` (w), ``depth`` (blocks per stage), ``batch_norm``,
     ``residual`` (identity shortcuts), ``dropout`` (before the head). With
     ``arch="airbench"``, the airbench family instead (cifarlab.models.airbench; call
     :func:`cifarlab.models.airbench.init_from_data` on the built model before training).
     """
-    hp = config.hp
+    net = config.network
     inputs, x = model_inputs(config)
-    if hp.get("arch", "resnet") == "airbench":
+    if net.get("arch", "resnet") == "airbench":
         return build_airbench(config, inputs, x)
-    w, depth, bn, residual = hp["width"], hp["depth"], hp["batch_norm"], hp["residual"]
+    w, depth, bn, residual = net["width"], net["depth"], net["batch_norm"], net["residual"]
     x = _conv(x, w, "stem", bn=bn)
     for s, width in enumerate((w, 2 * w, 4 * w), start=1):
         if s > 1:  # pool first, then widen: 4x cheaper than widening at full resolution
@@ -154,8 +154,8 @@ def build_tuned(config: TrainConfig) -> keras.Model:
                 y = layers.Add(name=f"stage{s}_block{d}_add")([x, y])
             x = layers.Activation("relu", name=f"stage{s}_block{d}_out")(y)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    if hp.get("dropout"):
-        x = layers.Dropout(hp["dropout"], name="head_dropout")(x)
+    if net.get("dropout"):
+        x = layers.Dropout(net["dropout"], name="head_dropout")(x)
     outputs = layers.Dense(
         config.num_classes, activation="softmax", name="predictions", dtype="float32"
     )(x)

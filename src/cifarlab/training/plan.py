@@ -157,11 +157,11 @@ def start(out, part: str) -> int | None:
 
 
 def planned_config(out, cfg: TrainConfig, count: int) -> TrainConfig:
-    """``cfg`` as the plan has it: its size (an ``hp`` update where the budget chose a
+    """``cfg`` as the plan has it: its size (a ``network`` update where the budget chose a
     smaller one, cifarlab.config.BUDGET_ALTERNATIVES) at ``count`` epochs."""
-    update = (read_plan(out) or {}).get("hp", {}).get(cfg.model)
+    update = (read_plan(out) or {}).get("network", {}).get(cfg.model)
     if update:
-        cfg = cfg.replace(hp={**cfg.hp, **update})
+        cfg = cfg.replace(network={**cfg.network, **update})
     return with_epochs(cfg, count)
 
 
@@ -170,9 +170,9 @@ def with_epochs(cfg: TrainConfig, epochs: int) -> TrainConfig:
     (at least one of each where there are two)."""
     if cfg.model != "vgg16":
         return cfg.replace(epochs=epochs)
-    head = max(1, round(epochs * cfg.hp["head_epochs"] / cfg.epochs))
+    head = max(1, round(epochs * cfg.network["head_epochs"] / cfg.epochs))
     head = min(head, epochs - 1) if epochs >= 2 else epochs
-    return cfg.replace(epochs=epochs, hp={**cfg.hp, "head_epochs": head})
+    return cfg.replace(epochs=epochs, network={**cfg.network, "head_epochs": head})
 
 
 def record(
@@ -272,7 +272,7 @@ def describe(plan: dict, expect: dict[str, str] | None = None) -> str:
     ]
     for r in table(plan):
         unit = "trials" if "trials" in r else "epochs"
-        update = plan.get("hp", {}).get(r["part"])
+        update = plan.get("network", {}).get(r["part"])
         lines.append(
             f"  {r['part']:<9} {r[unit]:>3} {unit:<6} (recipe {r['recipe']:>2})  "
             f"{r['predicted min']:>6.1f} min"

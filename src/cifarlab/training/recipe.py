@@ -216,11 +216,11 @@ def _stop_after(cfg: TrainConfig, steps: int) -> dict:
     ``whiten_bias_epochs`` of the ``cfg.epochs`` epochs that ``steps`` make."""
     from cifarlab.models.airbench import DEFAULTS, WHITEN  # the family's own names
 
-    hp = {**DEFAULTS, **cfg.hp}
-    if cfg.hp.get("arch") != "airbench" or not hp["whiten"] or not hp["whiten_bias_epochs"]:
+    net = {**DEFAULTS, **cfg.network}
+    if cfg.network.get("arch") != "airbench" or not net["whiten"] or not net["whiten_bias_epochs"]:
         return {}
     per_epoch = steps / max(1, cfg.epochs)
-    return {f"{WHITEN}/bias": round(hp["whiten_bias_epochs"] * per_epoch)}
+    return {f"{WHITEN}/bias": round(net["whiten_bias_epochs"] * per_epoch)}
 
 
 def compile_model(model: keras.Model, cfg: TrainConfig, steps: int) -> None:

@@ -69,7 +69,9 @@ def measure_model(cfg: TrainConfig, steps: int = 3) -> dict:
     y = one_hot(np.arange(n) % cfg.num_classes, cfg.num_classes)
     out = {}
     if cfg.model == "vgg16":
-        features, model = vgg16_parts(build_vgg16(cfg, weights="none"), cfg.hp["finetune_blocks"])
+        features, model = vgg16_parts(
+            build_vgg16(cfg, weights="none"), cfg.network["finetune_blocks"]
+        )
         out["feature_s_per_image"] = _timed_predict(features, x, bs, 2) / bs
         x = features.predict(x, batch_size=bs, verbose=0)
     else:
@@ -128,7 +130,7 @@ def model_rate(cfg: TrainConfig, sizes: dict, progress: bool = True) -> Rate:
     )
     fixed = m["startup_s"] + test_s + config.BUDGET_SAVE_S
     if cfg.model == "vgg16":  # the frozen base's features: train (and mirrors), val, test
-        featured = n_train * (2 if cfg.hp.get("mirror_features") else 1) + n_val + n_test
+        featured = n_train * (2 if cfg.network.get("mirror_features") else 1) + n_val + n_test
         fixed += featured * m["feature_s_per_image"]
     return Rate(epoch_s, fixed, config.BUDGET_LEAST[cfg.model], cfg.epochs)
 
@@ -158,7 +160,7 @@ def part_rates(
     sizes: dict, num_classes: int, profile: str, budget_s: float | None = None,
     overhead_s: float = 0.0, progress: bool = True,
 ) -> tuple[dict, dict]:  # fmt: skip
-    """Every part's rate here, and the ``hp`` updates a budget of ``budget_s`` seconds
+    """Every part's rate here, and the ``network`` updates a budget of ``budget_s`` seconds
     needs: a part whose recipe cannot show its lesson (fixed cost and least epochs)
     within its share takes the first of its :data:`~cifarlab.config.BUDGET_ALTERNATIVES`
     that can."""
@@ -168,9 +170,9 @@ def part_rates(
     }
     rates = {name: model_rate(cfg, sizes, progress) for name, cfg in configs.items()}
     rates["search"] = search_rate(profile, sizes, num_classes, progress)
-    hp: dict[str, dict] = {}
+    updates: dict[str, dict] = {}
     if budget_s is None:
-        return rates, hp
+        return rates, updates
     shares = config.BUDGET_SHARES
     for name, options in config.BUDGET_ALTERNATIVES.items():
         others = sum(r.fixed_s for p, r in rates.items() if p != name)
@@ -179,9 +181,9 @@ def part_rates(
             r = rates[name]
             if r.fixed_s + r.least * r.unit_s <= share:
                 break
-            cfg = configs[name].replace(hp={**configs[name].hp, **option})
-            rates[name], hp[name] = model_rate(cfg, sizes, progress), option
-    return rates, hp
+            cfg = configs[name].replace(network={**configs[name].network, **option})
+            rates[name], updates[name] = model_rate(cfg, sizes, progress), option
+    return rates, updates
 
 
 def overhead_s(notebooks: bool) -> float:
@@ -217,7 +219,7 @@ def make_plan(
     sizes = {"train": len(split.y_train), "val": len(split.y_val), "test": n_test}
     over = overhead_s(notebooks)
     left = None if budget_min is None else budget_min * 60 - (time.time() - started)
-    rates, hp = part_rates(sizes, ds.num_classes, profile, left, over, progress)
+    rates, updates = part_rates(sizes, ds.num_classes, profile, left, over, progress)
     spent = time.time() - started  # the data load and the measurement count too
     if budget_min is None:
         counts = {p: r.recipe for p, r in rates.items()}
@@ -239,7 +241,7 @@ def make_plan(
         "spent_before_training_s": spent,
         "rates": {p: asdict(r) for p, r in rates.items()},
         "planned": counts,
-        "hp": hp,
+        "network": updates,
         "predicted_s": pred,
         "predicted_total_s": spent + sum(pred.values()) + over,
         "parts": {},

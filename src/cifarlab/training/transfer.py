@@ -9,7 +9,7 @@ too, and each epoch shows one of the two per image (cifarlab.data.batches.Batche
 augmentation without recomputing features.
 
 The settings (head epochs, fine-tuning optimizer, rate and warm-up, image size) are
-the ``hp`` of the vgg16 recipe in cifarlab.config.
+the ``network`` of the vgg16 recipe in cifarlab.config.
 """
 
 from __future__ import annotations
@@ -60,12 +60,12 @@ def cached_features(
 
 
 def finetune_config(cfg: TrainConfig) -> TrainConfig:
-    """Phase 2's optimisation settings, from the recipe's ``hp``."""
-    hp = cfg.hp
+    """Phase 2's optimisation settings, from the recipe's ``network``."""
+    net = cfg.network
     return cfg.replace(
-        optimizer=hp["finetune_optimizer"],
-        learning_rate=hp["finetune_lr"],
-        warmup_fraction=hp["finetune_warmup_fraction"],
+        optimizer=net["finetune_optimizer"],
+        learning_rate=net["finetune_lr"],
+        warmup_fraction=net["finetune_warmup_fraction"],
     )
 
 
@@ -85,10 +85,10 @@ def train_vgg16(
     Returns the full model (raw pixels in), the history records of both phases, and
     what the evidence should say about the transfer.
     """
-    hp = cfg.hp
+    net = cfg.network
     model = build_vgg16(cfg, weights=weights)
-    features, top = vgg16_parts(model, hp["finetune_blocks"])
-    mirror = bool(hp["mirror_features"])
+    features, top = vgg16_parts(model, net["finetune_blocks"])
+    mirror = bool(net["mirror_features"])
     clock = [time.perf_counter()]  # phase boundaries: features, head, fine-tuning
 
     def lap() -> float:
@@ -107,9 +107,9 @@ def train_vgg16(
         x_mirror=feats.get("train_mirror"),
         seed=seed,
     )
-    head_epochs = min(hp["head_epochs"], cfg.epochs)
+    head_epochs = min(net["head_epochs"], cfg.epochs)
     ft_epochs = cfg.epochs - head_epochs
-    cut = 5 - hp["finetune_blocks"] + 1  # the first fine-tuned VGG block
+    cut = 5 - net["finetune_blocks"] + 1  # the first fine-tuned VGG block
     vgg_top = [layer for layer in top.layers if layer.name.startswith("block")]
     for layer in vgg_top:
         layer.trainable = False
@@ -144,7 +144,7 @@ def train_vgg16(
     extra = {
         "weights_source": model.weights_source,
         "vgg16": {
-            "image_size": hp["image_size"],
+            "image_size": net["image_size"],
             "finetuned_from_block": cut,
             "head_epochs": head_epochs,
             "finetune_epochs": ft_epochs,

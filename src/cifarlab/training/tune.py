@@ -59,7 +59,7 @@ def config_from_hp(
     (a budget's list of triples; None: :data:`WIDTHS`). ``families``: the network
     families it searches (a budget's list; None: both; the recipe's is always in)."""
     rec = base.to_dict()  # the recipe the space starts from
-    arch = {**config.RESNET_HP, **airbench.DEFAULTS, **base.hp}
+    arch = {**config.RESNET_HP, **airbench.DEFAULTS, **base.network}
     default = arch.get("arch", "resnet")
     families = list(families or FAMILIES)
     families += [] if default in families else [default]
@@ -115,7 +115,7 @@ def config_from_hp(
         flip=translate > 0,  # one augmentation-strength dimension: none, or flip + shift
         flip_mode=flip_mode,
         tta_shift=tta_shift,
-        hp={**{k: v for k, v in base.hp.items() if k not in other}, **found},
+        network={**{k: v for k, v in base.network.items() if k not in other}, **found},
     )
 
 

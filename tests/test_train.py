@@ -506,9 +506,11 @@ def test_search_space_admits_modern_small_budget_recipes():
 
 
 def test_config_saved_before_the_renames_reads_with_the_same_meaning():
-    old = {"model": "tuned", "augment": 0.125, "early_stopping": 5, "train_limit": 1000}
+    old = {"model": "tuned", "augment": 0.125, "early_stopping": 5, "train_limit": 1000,
+           "hp": {"arch": "airbench", "widths": [64, 128, 128]}}  # fmt: skip
     cfg = config.TrainConfig.from_dict(old)
     assert (cfg.flip, cfg.translate, cfg.patience, cfg.dataset_limit) == (True, 0.125, 5, 1000)
+    assert cfg.network == {"arch": "airbench", "widths": [64, 128, 128]}
     assert config.TrainConfig.from_dict({"model": "x", "augment": 0.0}).flip is False
 
 

@@ -147,6 +147,16 @@ def test_the_terminal_line_of_an_epoch_says_where_the_series_stands(tmp_path):
         "      tuned: epoch 3/8, val accuracy 0.500; series 10.0 of 60.0 min planned"
     ]
     assert _status_lines(tmp_path, seen) == []  # each epoch once
+    # the end of a part, from the plan (its work folder, with the last epoch's status,
+    # may be gone before the next look): planned against actual
+    the_plan = plan.read_plan(tmp_path)
+    the_plan["parts"] = {"tuned": {"count": 8, "actual_min": 11.0, "planned_min": 10.0,
+                                   "ended": 1000.0 + 660}}  # fmt: skip
+    plan.write_plan(tmp_path, the_plan)
+    assert _status_lines(tmp_path, seen) == [
+        "      tuned: done, 8 epochs in 11.0 min (planned 10.0); series 11.0 of 60.0 min planned"
+    ]
+    assert _status_lines(tmp_path, seen) == []
 
 
 @pytest.mark.parametrize(

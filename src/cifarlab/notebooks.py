@@ -95,6 +95,19 @@ def _status_lines(out, seen: dict) -> list[str]:
             spent = (s["time"] - the_plan["started"]) / 60
             line += f"; series {spent:.1f} of {the_plan['predicted_total_s'] / 60:.1f} min planned"
         lines.append(line)
+    for part, entry in (the_plan.get("parts") or {}).items():  # each part as it ends
+        if "ended" not in entry or ("done", part) in seen:
+            continue
+        seen["done", part] = True
+        unit = "trials" if part == "search" else "epochs"
+        line = (
+            f"      {part}: done, {entry['count']} {unit} in {entry['actual_min']:.1f} min "
+            f"(planned {entry['planned_min']:.1f})"
+        )
+        if the_plan.get("started"):
+            spent = (entry["ended"] - the_plan["started"]) / 60
+            line += f"; series {spent:.1f} of {the_plan['predicted_total_s'] / 60:.1f} min planned"
+        lines.append(line)
     return lines
 
 

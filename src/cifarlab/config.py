@@ -395,6 +395,9 @@ BUDGET_MAX_FACTOR = 3
 BUDGET_SAVE_S = 5.0
 BUDGET_FIGURES_S = 120.0
 BUDGET_KERNEL_S = 15.0
+#: a search trial beyond its timed steps (KerasTuner's trial set-up and checkpoints, the
+#: trial's whitening): 22-27 s a trial in both 60-minute runs of 2026-12-07 (RESULTS.md)
+BUDGET_TRIAL_S = 25.0
 
 
 def model_config(model: str, profile: str | None, **overrides) -> TrainConfig:

@@ -351,7 +351,7 @@ def expected(
         return f"{name} on {dataset_name}, profile {profile}: not measured yet.{elsewhere}{floor}"
     counts = table["epochs"].map(lambda e: sum(int(p) for p in str(e).split("+")))
     # the figure measured nearest to the epochs this run trains (the latest without them)
-    row = table.iloc[-1] if epochs is None else table.loc[(counts - epochs).abs().idxmin()]
+    row = table.iloc[-1] if epochs is None else table.loc[_nearest(counts, epochs)]
     text = (
         f"{name} on {dataset_name}, profile {profile}: measured {row['test accuracy']} test "
         f"accuracy after {row['epochs']} epochs ({row['hardware']}, {row['backend']}, "
@@ -362,6 +362,12 @@ def expected(
     if epochs is not None and epochs != measured_epochs:
         text += f" The profile now trains {epochs} epochs: expect a different figure."
     return text + floor
+
+
+def _nearest(counts, epochs: int):
+    """The index of the row measured nearest to ``epochs`` (the latest among ties)."""
+    gap = (counts - epochs).abs()
+    return gap[gap == gap.min()].index[-1]
 
 
 def nearest_measured(name: str, dataset_name: str, profile: str, epochs: int) -> str:
@@ -378,7 +384,7 @@ def nearest_measured(name: str, dataset_name: str, profile: str, epochs: int) ->
     if rows.empty:
         return "not measured"
     count = rows["epochs"].map(lambda e: sum(int(p) for p in str(e).split("+")))
-    row = rows.loc[(count - epochs).abs().idxmin()]
+    row = rows.loc[_nearest(count, epochs)]
     return f"{row['test accuracy']} at {row['epochs']} epochs"
 
 

@@ -198,3 +198,30 @@ def test_a_budget_too_small_is_refused_in_one_line_before_any_training(tmp_path,
     cmd[cmd.index("0.2")] = str(least)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "predicted to finish at" in r.stdout, r.stderr[-2000:]
+
+
+def test_the_parts_trained_already_still_owe_their_test_evaluation(tmp_path):
+    """Every model is evaluated after the last one trains: a re-plan keeps the time for
+    the evaluation of the parts already trained (the 60-minute CIFAR-10 run ended 3.1
+    minutes after its plan where it did not: RESULTS.md)."""
+    t0 = time.time()
+    counts = {}
+    for later in (0.0, 600.0):
+        _plan_file(tmp_path, 3600, t0)
+        p = plan.read_plan(tmp_path)
+        p["rates"]["baseline"]["later_s"] = later
+        p["rates"]["tuned"]["unit_s"] = 1.0  # a second an epoch: every second shows
+        p["rates"]["tuned"]["recipe"] = 10_000
+        plan.write_plan(tmp_path, p)
+        plan.record(tmp_path, "baseline", 4, t0, t0 + 300)
+        counts[later] = plan.planned_count(tmp_path, "tuned", now=t0 + 300)
+    share = SHARES["tuned"] / sum(s for k, s in SHARES.items() if k != "baseline")
+    assert counts[0.0] - counts[600.0] == pytest.approx(600 * share, abs=1)
+
+
+def test_the_evaluation_counts_once_in_the_first_plan():
+    rates = _rates()
+    with_eval = {p: Rate(r.unit_s, r.fixed_s, r.least, r.recipe, 100.0) for p, r in rates.items()}
+    a, b = allocate(3600, rates, SHARES, 120), allocate(3600, with_eval, SHARES, 120)
+    spent = lambda c, rs: sum(rs[p].fixed_s + rs[p].later_s + c[p] * rs[p].unit_s for p in c)  # noqa: E731
+    assert spent(b, with_eval) <= 3600 - 120 and sum(b.values()) < sum(a.values())

@@ -30,13 +30,15 @@ UNITS = {"search": "trials"}
 @dataclass
 class Rate:
     """What one part costs here: ``unit_s`` per epoch (per trial for the search),
-    ``fixed_s`` once (build and compile, VGG16's feature pass, its test evaluation);
-    ``least`` units show what the part is for; ``recipe`` is the profile's count."""
+    ``fixed_s`` once while it trains (build and compile, VGG16's feature pass, saving);
+    ``least`` units show what the part is for; ``recipe`` is the profile's count;
+    ``later_s`` its test evaluation, which runs after every part has trained."""
 
     unit_s: float
     fixed_s: float
     least: int
     recipe: int
+    later_s: float = 0.0
 
 
 class BudgetTooSmall(CifarlabError):
@@ -56,10 +58,10 @@ def allocate(
     budget_s: float, rates: dict[str, Rate], shares: dict[str, float], overhead_s: float = 0.0
 ) -> dict[str, int]:
     """Units (epochs, trials) per part within ``budget_s`` seconds: the time left after
-    ``overhead_s`` and every part's fixed cost divided by ``shares``; a part whose share
-    buys less than its least gets its least, the others share the rest; none takes more
-    than ``BUDGET_MAX_FACTOR`` x its recipe. Raises :class:`BudgetTooSmall`."""
-    fixed = overhead_s + sum(r.fixed_s for r in rates.values())
+    ``overhead_s`` and every part's fixed cost and evaluation divided by ``shares``; a
+    part whose share buys less than its least gets its least, the others share the rest;
+    none takes more than ``BUDGET_MAX_FACTOR`` x its recipe. Raises :class:`BudgetTooSmall`."""
+    fixed = overhead_s + sum(r.fixed_s + r.later_s for r in rates.values())
     need = sum(r.least * r.unit_s for r in rates.values())
     pool = budget_s - fixed
     if pool < need:
@@ -118,8 +120,11 @@ def planned_count(out, part: str, now: float | None = None) -> int | None:
     left = {p: Rate(**r) for p, r in plan["rates"].items() if p not in done}
     if part not in left:  # trained already: the count it trained with
         return plan["parts"][part]["count"]
+    # the parts trained already are still to be evaluated, after the last one trains
+    evaluations = sum(Rate(**plan["rates"][p]).later_s for p in done if p in plan["rates"])
     try:
-        counts = allocate(plan["deadline"] - now, left, config.BUDGET_SHARES, overhead_left(plan))
+        over = overhead_left(plan) + evaluations
+        counts = allocate(plan["deadline"] - now, left, config.BUDGET_SHARES, over)
     except BudgetTooSmall:  # over time already: each part left shows its lesson at least
         counts = {p: r.least for p, r in left.items()}
     return counts[part]
@@ -281,11 +286,17 @@ def describe(plan: dict, expect: dict[str, str] | None = None) -> str:
         )
     finish_at = plan["started"] + plan["predicted_total_s"]
     lines.append(
-        f"  set-up {plan['spent_before_training_s'] / 60:.1f} min, figures and kernels "
+        f"  set-up {plan['spent_before_training_s'] / 60:.1f} min, test evaluation "
+        f"{_evaluation_s(plan) / 60:.1f} min, figures and kernels "
         f"{plan['overhead_s'] / 60:.1f} min; total {plan['predicted_total_s'] / 60:.1f} min, "
         f"predicted to finish at {time.strftime('%H:%M', time.localtime(finish_at))}"
     )
     return "\n".join(lines)
+
+
+def _evaluation_s(plan: dict) -> float:
+    """Every model's test evaluation, after the last part has trained."""
+    return sum(Rate(**r).later_s for r in plan["rates"].values())
 
 
 def against_actual(plan: dict) -> str:

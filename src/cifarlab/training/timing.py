@@ -154,15 +154,11 @@ def search_rate(profile: str, sizes: dict, num_classes: int, progress: bool = Tr
     n_train = sizes["train"]
     images = min(search["train_subset"] or n_train, n_train)
     val_images = max(num_classes * 2, images // 4) if search["train_subset"] else sizes["val"]
-    trial_s = (
-        config.BUDGET_TRIAL_S
-        + m["startup_s"]
-        + search["epochs"]
-        * (
-            trial.steps_per_epoch(images) * m["train_step_s"]
-            + math.ceil(val_images / trial.batch_size) * m["val_batch_s"]
-        )
+    steps_s = m["startup_s"] + search["epochs"] * (
+        trial.steps_per_epoch(images) * m["train_step_s"]
+        + math.ceil(val_images / trial.batch_size) * m["val_batch_s"]
     )
+    trial_s = config.BUDGET_TRIAL_FACTOR * steps_s
     return Rate(trial_s, 0.0, config.BUDGET_LEAST["search"], search["max_trials"])
 
 

@@ -367,3 +367,23 @@ def test_before_an_unmeasured_profile_trains_the_other_profiles_figure_and_chanc
     assert "profile smoke: not measured yet." in said
     assert "Measured on profile cpu: " in said and "Chance is 10.0% (one of 10 classes)." in said
     assert "Chance" not in course.expected(row["model"], "cifar10-jpg", "smoke", 3)
+
+
+def test_the_reading_after_a_training_is_written_from_its_saved_metadata():
+    meta = {
+        "name": "overfit",
+        "dataset": {"num_classes": 10},
+        "epochs_run": 13,
+        "wall_time_s": 200.1,
+        "best_val_accuracy": 0.6047,
+        "final_train_accuracy": 0.9844,
+        "final_val_accuracy": 0.6006,
+        "restored_best_weights": False,
+    }  # fmt: skip  (the 60-minute CIFAR-10 run's overfit.json)
+    text = course.after_training(meta)
+    assert text.startswith("**overfit** trained 13 epochs in 3.3 min: last epoch 98.4% training")
+    assert "(+38.4 points apart)" in text and "the last epoch's (60.1% validation)" in text
+    assert "memorises" in text and "Chance is 10.0%" in text and "6x chance" in text
+    barely = course.after_training({**meta, "best_val_accuracy": 0.15, "final_train_accuracy": 0.2,
+                                    "final_val_accuracy": 0.15, "restored_best_weights": True})  # fmt: skip
+    assert "learned little yet" in barely and "best validation epoch's (15.0%)" in barely

@@ -129,7 +129,7 @@ def after_training(meta: dict) -> str:
         else f"the weights kept are the last epoch's ({val:.1%} validation)"
     )
     lines = [
-        f"**{meta['model']}** trained {meta['epochs_run']} epochs in "
+        f"**{meta['name']}** trained {meta['epochs_run']} epochs in "
         f"{meta['wall_time_s'] / 60:.1f} min: last epoch {train_acc:.1%} training and "
         f"{val:.1%} validation accuracy ({gap:+.1f} points apart); {kept}. {chance(k)}"
     ]

@@ -246,8 +246,12 @@ def test_executed_notebooks_teach_each_model_before_and_after_it_trains(executed
         assert (figs / f"{name}.png").is_file(), name
     reading = _outputs_text(nbs["TestModels"])
     table = pd.read_csv(out / "reports" / "results.csv").sort_values("test_accuracy")
-    winner = table.iloc[-1]
-    assert f"**{winner['model']}** wins with {winner['test_accuracy']:.2%}" in reading
+    first, second = table.iloc[-1], table.iloc[-2]
+    a, b, n = first["test_accuracy"], second["test_accuracy"], int(first["test_images"])
+    if course.is_tie(a, b, n):  # 500 test images: a few points apart is a tie
+        assert f"**{first['model']}** and **{second['model']}** tie: {a:.2%} and {b:.2%}" in reading
+    else:
+        assert f"**{first['model']}** wins with {a:.2%}" in reading
 
 
 def test_a_series_that_succeeds_prints_nothing_that_reads_like_an_error(series):

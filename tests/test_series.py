@@ -154,6 +154,7 @@ def test_figures_are_regenerated_not_reused(series):
         for n in EXPECTED_FIGURES
         if n.endswith("_baseline.png") and not n.startswith("overfit_vs")
     }
+    compared = (folder / "test_accuracy.png").stat().st_mtime_ns
     for cmd in ("evaluate", "visualize"):
         r = subprocess.run(
             [
@@ -174,6 +175,8 @@ def test_figures_are_regenerated_not_reused(series):
         assert r.returncode == 0, r.stderr[-2000:]
     for n, t in before.items():
         assert (folder / n).stat().st_mtime_ns > t, n
+    # the series' comparison figures are of all four models: a run over one leaves them
+    assert (folder / "test_accuracy.png").stat().st_mtime_ns == compared
 
 
 def _real_jpegs(series, n=4) -> list[tuple[str, bytes]]:

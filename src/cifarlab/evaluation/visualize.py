@@ -416,7 +416,8 @@ def visualize_all(
         guesses[name] = (pred.y, pred.probs.argmax(1))
         files += fig_mod.confusion_matrices(name, pred.y, pred.probs.argmax(1), ds, out)
         files += model_figures(pred, ds.class_names, out)
-    files += comparisons(out, guesses, ds)
+    if models is None:  # the series compared: not overwritten by a run over a few models
+        files += comparisons(out, guesses, ds)
     write_json(out.figure_index, sorted(p.name for p in files), indent=1)
     return files
 

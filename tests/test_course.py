@@ -279,8 +279,17 @@ def test_the_prose_states_the_numbers_of_the_config_it_runs(profile, real_data, 
     for name in ("baseline", "overfit", "vgg16"):
         split, cfg = course.model_inputs(name, ds, profile, 0, tmp_path)
         words = course.training_words(name, cfg, split, ds)
-        assert f"trains {cfg.epochs} epochs at batch {cfg.batch_size}" in words
         assert f"{len(split.y_train):,}" in words and f"{len(split.y_val):,}" in words
+        if name == "vgg16":  # its two phases, as cifarlab.training.transfer trains them
+            head = cfg.network["head_epochs"]
+            assert (
+                f"trains {cfg.epochs} epochs in two phases: {head} of the head alone, "
+                f"then {cfg.epochs - head} fine-tuning"
+                in words
+                and f"batch {cfg.batch_size}" in words
+            )
+            continue
+        assert f"trains {cfg.epochs} epochs at batch {cfg.batch_size}" in words
         assert course._augmentation_words(cfg) in words
         assert ("no early stopping" in words) == (not cfg.patience)
         assert ("best validation epoch is kept" in words) == cfg.restore_best

@@ -68,7 +68,7 @@ def protocol(ds: Dataset, split, cfg: TrainConfig) -> str:
     profile samples the training images, and how many test images are scored."""
     n_split = len(split.y_train) + len(split.y_val)
     sampled = (
-        f" (a stratified {n_split:,} of the dataset's {len(ds.y_train):,}: the profile's "
+        f" (a stratified sample of the dataset's {len(ds.y_train):,}: the profile's "
         f"`dataset_limit`)"
         if n_split < len(ds.y_train)
         else ""
@@ -108,6 +108,20 @@ def training_words(name: str, cfg: TrainConfig, split, ds: Dataset) -> str:
         "linear": "linear decay",
         "constant": "a constant learning rate",
     }.get(cfg.schedule, cfg.schedule)
+    if name == "vgg16":
+        head = min(cfg.network["head_epochs"], cfg.epochs)
+        phases = (
+            f" in two phases: {head} of the head alone, then {cfg.epochs - head} fine-tuning "
+            f"the top block at a learning rate of {cfg.network['finetune_lr']:g}"
+            if cfg.epochs > head
+            else " (the head alone)"
+        )
+        return (
+            f"**{name}** trains {cfg.epochs} epochs{phases}, at batch {cfg.batch_size} on "
+            f"{images}, validated on all {len(split.y_val):,} validation images; augmentation: "
+            f"{'each epoch takes an image or its mirror' if cfg.network.get('mirror_features') else 'none'}; "
+            f"{stop}; {kept}."
+        )
     return (
         f"**{name}** trains {cfg.epochs} epochs at batch {cfg.batch_size} on {images}, "
         f"validated on all {len(split.y_val):,} validation images; augmentation: "
@@ -147,9 +161,16 @@ def after_training(meta: dict) -> str:
             "training images instead of learning what carries over to new ones."
         )
     elif gap < -2:
+        cfg = meta.get("config", {})
+        net = cfg.get("network", cfg.get("hp", {}))
+        active = [
+            *(["dropout"] if net.get("dropout") or net.get("dense_dropout") else []),
+            *(["augmentation"] if cfg.get("flip") or cfg.get("translate") else []),
+        ]
+        why = f"with {' and '.join(active)} active" if active else "over the epoch, as it improved"
         lines.append(
-            "Validation is ahead of training: the training accuracy is measured on "
-            "augmented images and with dropout active, validation on the images as they are."
+            f"Validation is ahead of training: the training accuracy is measured {why}, "
+            "validation on the images as they are, with the weights at the epoch's end."
         )
     return " ".join(lines)
 
@@ -449,7 +470,7 @@ def filter_changes(out):
     for name in trained_models(out):
         change = filter_change(out, name)
         if change is None:
-            start = "ImageNet's filters, frozen" if name == "vgg16" else "the data's whitening"
+            start = "pretrained and frozen" if name == "vgg16" else "the data's whitening"
             lines.append(f"- **{name}**: its first convolution is {start}, not learnt here.")
             continue
         said = (

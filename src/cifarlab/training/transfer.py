@@ -118,7 +118,7 @@ def train_vgg16(
     seconds = {"features": lap()}
     print(
         f"phase 1 of {2 if ft_epochs > 0 else 1}: the head alone, on the frozen features, "
-        f"{head_epochs} epochs: {_count(top.trainable_weights):,} of the model's "
+        f"{head_epochs} epoch{'s' if head_epochs > 1 else ''}: {_count(top.trainable_weights):,} of the model's "
         f"{model.count_params():,} parameters train",
         flush=True,
     )
@@ -132,7 +132,7 @@ def train_vgg16(
         compile_model(top, ft, ft_epochs * steps)
         print(
             f"phase 2 of 2: block{cut} onwards unfrozen and fine-tuned with the head at a "
-            f"learning rate of {ft.learning_rate:g}, {ft_epochs} epochs: "
+            f"learning rate of {ft.learning_rate:g}, {ft_epochs} epoch{'s' if ft_epochs > 1 else ''}: "
             f"{_count(top.trainable_weights):,} of the model's {model.count_params():,} "
             "parameters train",
             flush=True,

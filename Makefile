@@ -87,6 +87,7 @@ oldest:
 	$(OLD_VENV)/bin/python -m pip install -q --upgrade pip
 	$(PYTHON) tools/lowest_constraints.py > $(OLD_VENV)/lowest.txt
 	$(OLD_VENV)/bin/python -m pip install -q -c $(OLD_VENV)/lowest.txt -e '.[dev]'
+	$(OLD_VENV)/bin/python -m ipykernel install --sys-prefix --name cifarlab --display-name "Python (cifarlab)" >/dev/null
 	$(OLD_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(tensorflow|keras|numpy|pandas|jupytext|papermill|keras-tuner|scikit-learn)=='
 	$(OLD_VENV)/bin/python -m pytest -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
 	rm -rf $(OLD_VENV)/series && $(OLD_VENV)/bin/python -m cifarlab run --profile smoke --dataset $(OLD_DATA) --vgg16-weights offline --out $(OLD_VENV)/series --quiet

@@ -65,7 +65,8 @@ def apply() -> list[str]:
                 return
             strategy = self.distribute_strategy
             if iterator is not None:
-                for _, _, it in iterator:
+                for step in iterator:  # (begin, end, it) since Keras 3.11; (step, it) before
+                    it = step[-1]
                     data_batch = _local(
                         lambda v: strategy.experimental_local_results(v)[0], next(it)
                     )

@@ -19,3 +19,6 @@ for req in reqs:
         print(f"{name}=={version}" + (".*" if version.count(".") < 2 else ""))
     else:
         print(f"# {name}: no lower bound", file=sys.stderr)
+# ipykernel's lowest (Colab's 6.17.1) imports IPython.core.pylabtools.backend2gui, which
+# IPython 9 removed, and declares no upper bound: the IPython Colab ships beside it
+print("ipython==7.34.0")

@@ -185,11 +185,13 @@ def part_rates(
         return rates, updates
     shares = config.BUDGET_SHARES
     for name, options in config.BUDGET_ALTERNATIVES.items():
-        others = sum(r.fixed_s + r.later_s for p, r in rates.items() if p != name)
+        # a part's lesson: its fixed cost and least epochs (the test evaluations are the
+        # series' cost, allocated for all parts alike)
+        others = sum(r.fixed_s for p, r in rates.items() if p != name)
         share = shares[name] / sum(shares.values()) * (budget_s - overhead_s - others)
         for option in options:
             r = rates[name]
-            if r.fixed_s + r.later_s + r.least * r.unit_s <= share:
+            if r.fixed_s + r.least * r.unit_s <= share:
                 break
             cfg = configs[name].replace(network={**configs[name].network, **option})
             rates[name], updates[name] = model_rate(cfg, sizes, progress), option

@@ -47,12 +47,7 @@ def code(*objects):
     the text elsewhere."""
     import inspect
 
-    text = "```python\n" + "\n\n".join(inspect.getsource(o) for o in objects) + "```"
-    try:
-        from IPython.display import Markdown
-    except ImportError:
-        return text
-    return Markdown(text)
+    return _markdown("```python\n" + "\n\n".join(inspect.getsource(o) for o in objects) + "```")
 
 
 # --------------------------------------------------------------------------- the words
@@ -248,7 +243,7 @@ def architecture(name: str, cfg: TrainConfig, show_summary: bool = True) -> dict
     model = build_vgg16(cfg, weights="none") if name == "vgg16" else build(cfg)
     if show_summary:
         model.summary(line_length=100, expand_nested=False)
-    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    trainable = _params(model.trainable_weights)
     card = {
         "model": name,
         "params": int(model.count_params()),
@@ -278,12 +273,15 @@ def _vgg16_phases(model, cfg: TrainConfig) -> dict:
     from cifarlab.models.vgg16 import vgg16_parts
 
     _, top = vgg16_parts(model, cfg.network["finetune_blocks"])
+    head = [
+        w for lay in top.layers if not lay.name.startswith("block") for w in lay.trainable_weights
+    ]
+    return {"phase1_trainable": _params(head), "phase2_trainable": _params(top.trainable_weights)}
 
-    def count(layers) -> int:
-        return int(sum(np.prod(w.shape) for lay in layers for w in lay.trainable_weights))
 
-    head = [lay for lay in top.layers if not lay.name.startswith("block")]
-    return {"phase1_trainable": count(head), "phase2_trainable": count(top.layers)}
+def _params(weights) -> int:
+    """Parameters in ``weights`` (a model's or layers' variables)."""
+    return int(sum(np.prod(w.shape) for w in weights))
 
 
 def schedule_values(cfg: TrainConfig, train_images: int, points: int = 600):

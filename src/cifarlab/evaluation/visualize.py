@@ -114,7 +114,7 @@ def filters_from_start(name: str, model, start: np.ndarray, path: Path, n: int =
     """The first ``n`` first-layer filters at initialisation above the same filters
     trained, with how far training moved them (the kernel's relative change)."""
     trained = _np32(conv_layers(model)[0].kernel)
-    change = float(np.linalg.norm(trained - start) / (np.linalg.norm(start) + 1e-12))
+    change = _moved(trained, start)
     n = min(n, trained.shape[-1])
     fig, axes = plt.subplots(2, n, figsize=(1.1 * n, 2.6), squeeze=False)
     for row, (k, label) in enumerate(((start, "initial"), (trained, "trained"))):
@@ -142,6 +142,11 @@ def filter_change(out, name: str) -> float | None:
     if start is None:
         return None
     trained = _np32(conv_layers(network(model))[0].kernel)
+    return _moved(trained, start)
+
+
+def _moved(trained: np.ndarray, start: np.ndarray) -> float:
+    """``|trained - start| / |start|``: how far training moved a kernel."""
     return float(np.linalg.norm(trained - start) / (np.linalg.norm(start) + 1e-12))
 
 
@@ -431,14 +436,12 @@ def comparisons(out: Layout, guesses: dict, ds) -> list[Path]:
 
     n = ds.num_classes
     order = np.lexsort((np.arange(n), ds.fine_to_coarse)) if ds.has_coarse else np.arange(n)
-    matrices = {
-        name: confusion_matrix(y, p, labels=np.arange(n), normalize="true")[np.ix_(order, order)]
+    normalised = {
+        name: confusion_matrix(y, p, labels=np.arange(n), normalize="true")
         for name, (y, p) in guesses.items()
     }
-    recalls = {
-        name: confusion_matrix(y, p, labels=np.arange(n), normalize="true").diagonal()
-        for name, (y, p) in guesses.items()
-    }
+    matrices = {name: cm[np.ix_(order, order)] for name, cm in normalised.items()}
+    recalls = {name: cm.diagonal() for name, cm in normalised.items()}
     table = pd.DataFrame(
         {
             "model": list(guesses),

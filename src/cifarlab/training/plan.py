@@ -121,9 +121,8 @@ def planned_count(out, part: str, now: float | None = None) -> int | None:
     if part not in left:  # trained already: the count it trained with
         return plan["parts"][part]["count"]
     # the parts trained already are still to be evaluated, after the last one trains
-    evaluations = sum(Rate(**plan["rates"][p]).later_s for p in done if p in plan["rates"])
     try:
-        over = overhead_left(plan) + evaluations
+        over = overhead_left(plan) + _evaluation_s(plan, done)
         counts = allocate(plan["deadline"] - now, left, config.BUDGET_SHARES, over)
     except BudgetTooSmall:  # over time already: each part left shows its lesson at least
         counts = {p: r.least for p, r in left.items()}
@@ -294,9 +293,9 @@ def describe(plan: dict, expect: dict[str, str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def _evaluation_s(plan: dict) -> float:
-    """Every model's test evaluation, after the last part has trained."""
-    return sum(Rate(**r).later_s for r in plan["rates"].values())
+def _evaluation_s(plan: dict, parts=None) -> float:
+    """The test evaluation of ``parts`` (default: every part), after the last trains."""
+    return sum(Rate(**r).later_s for p, r in plan["rates"].items() if parts is None or p in parts)
 
 
 def against_actual(plan: dict) -> str:

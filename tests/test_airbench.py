@@ -17,8 +17,10 @@ from cifarlab.training import evidence, recipe, tune
 
 
 def _cfg(**kw) -> config.TrainConfig:
-    return config.model_config("tuned", "smoke").replace(
-        mean=[125.0, 123.0, 114.0], std=[63.0, 62.0, 66.0], num_classes=10, **kw
+    return (
+        config.model_config("tuned", "smoke")
+        .with_stats([125.0, 123.0, 114.0], [63.0, 62.0, 66.0], 10)
+        .replace(**kw)
     )
 
 
@@ -75,7 +77,9 @@ def test_the_airbench_network_has_its_parts_and_takes_its_initialisation_from_da
     x = _images(32)
     airbench.init_from_data(m, cfg, x)
     np.testing.assert_allclose(
-        np.asarray(whiten.kernel), airbench.whitening_kernel(x, cfg.mean, cfg.std), rtol=1e-6
+        np.asarray(whiten.kernel),
+        airbench.whitening_kernel(x, cfg.stats.mean, cfg.stats.std),
+        rtol=1e-6,
     )
     k = np.asarray(m.get_layer("group2_conv1").kernel)  # 16 -> 32: 16 identity filters
     assert k[1, 1, :, :16].tolist() == np.eye(16).tolist()
@@ -101,8 +105,9 @@ def test_the_whitening_bias_trains_for_its_epochs_then_stays_and_its_kernel_neve
         y = batches.one_hot(np.arange(32) % 10, 10)
 
         def run(epochs, bias_lr_scale):
-            cfg = config.model_config("tuned", "smoke").replace(
-                mean=[125.0] * 3, std=[63.0] * 3, num_classes=10, epochs=4, batch_size=32,
+            cfg = config.model_config("tuned", "smoke").with_stats([125.0] * 3, [63.0] * 3, 10)
+            cfg = cfg.replace(
+                epochs=4, batch_size=32,
                 optimizer="sgd", lookahead=0, bias_lr_scale=bias_lr_scale,
                 network=dict(arch="airbench", widths=[8, 16, 16], whiten_bias_epochs=2),
             )

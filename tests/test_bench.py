@@ -11,9 +11,7 @@ from cifarlab.models.flops import count_flops
 
 
 def test_forward_flops_of_the_baseline_match_a_hand_count():
-    cfg = config.model_config("baseline", "smoke").replace(
-        mean=[0.0] * 3, std=[1.0] * 3, num_classes=10
-    )
+    cfg = config.model_config("baseline", "smoke").with_stats([0.0] * 3, [1.0] * 3, 10)
     # 2 FLOPs per multiply-add: H*W*k*k*Cin*Cout per conv, in*out per dense layer
     block1 = 32 * 32 * 9 * (3 * 32 + 2 * 32 * 32)
     block2 = 16 * 16 * 9 * (32 * 64 + 3 * 64 * 64)
@@ -26,12 +24,8 @@ def test_the_airbench_network_costs_what_airbench94_costs():
     image and about 1.97 M parameters (../shared/FAST_RECIPES.md)."""
     from cifarlab.models import airbench
 
-    cfg = config.model_config("tuned", "smoke").replace(
-        mean=[0.0] * 3,
-        std=[1.0] * 3,
-        num_classes=10,
-        network={"arch": "airbench", **airbench.DEFAULTS},
-    )
+    cfg = config.model_config("tuned", "smoke").with_stats([0.0] * 3, [1.0] * 3, 10)
+    cfg = cfg.replace(network={"arch": "airbench", **airbench.DEFAULTS})
     m = models.build(cfg)
     whiten = 31 * 31 * 4 * 3 * 24
     group1 = 31 * 31 * 9 * 24 * 64 + 15 * 15 * 9 * 64 * 64

@@ -60,9 +60,7 @@ def test_samples_without_superclasses_show_eight_images_of_each_class():
 
 
 def _cfg(name: str, **kw) -> config.TrainConfig:
-    return config.model_config(name, "cpu").replace(
-        mean=[125.0] * 3, std=[63.0] * 3, num_classes=10, **kw
-    )
+    return config.model_config(name, "cpu").with_stats([125.0] * 3, [63.0] * 3, 10).replace(**kw)
 
 
 def test_augmentation_views_follow_the_models_own_augmentation():

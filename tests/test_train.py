@@ -22,8 +22,10 @@ from cifarlab.training import evidence, recipe, train, tune
 
 
 def _cfg(name: str, **kw) -> config.TrainConfig:
-    return config.model_config(name, "smoke").replace(
-        mean=[125.0, 123.0, 114.0], std=[63.0, 62.0, 66.0], num_classes=10, **kw
+    return (
+        config.model_config(name, "smoke")
+        .with_stats([125.0, 123.0, 114.0], [63.0, 62.0, 66.0], 10)
+        .replace(**kw)
     )
 
 
@@ -45,9 +47,9 @@ def test_every_model_trains_a_step_and_round_trips_in_a_fresh_process(tmp_path, 
             lookahead=2, schedule="linear", decay_to=0.07, flip_mode="alternate",
             pixel_shifts=True, tta_shift=1)
         for name in ("baseline", "overfit", "tuned", "vgg16", "airbench"):
-            cfg = config.model_config("tuned" if name == "airbench" else name, "smoke").replace(
-                mean=[125.0, 123.0, 114.0], std=[63.0, 62.0, 66.0], num_classes=10, batch_size=8,
-                **(airbench if name == "airbench" else dict()))
+            cfg = config.model_config("tuned" if name == "airbench" else name, "smoke")
+            cfg = cfg.with_stats([125.0, 123.0, 114.0], [63.0, 62.0, 66.0], 10).replace(
+                batch_size=8, **(airbench if name == "airbench" else dict()))
             m = models.build_vgg16(cfg, weights="none") if name == "vgg16" else models.build(cfg)
             airbench_module.init_from_data(m, cfg, x)
             recipe.compile_model(m, cfg, 2)
@@ -136,7 +138,7 @@ def test_models_normalise_raw_pixels_with_the_training_statistics():
     cfg = _cfg("baseline")  # mean (125, 123, 114), std (63, 62, 66)
     norm = models.build(cfg).get_layer("normalize")
     x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
-    expected = (x - np.array(cfg.mean)) / np.array(cfg.std)
+    expected = (x - np.array(cfg.stats.mean)) / np.array(cfg.stats.std)
     np.testing.assert_allclose(np.asarray(norm(x)), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -184,7 +186,7 @@ def test_the_vgg16_probe_scores_frozen_features_per_weights_source(tiny_data, ca
                               32, 0, profile="smoke")  # fmt: skip
     assert [r["weights"] for r in rows] == ["raw pixels"] + 2 * ["none (random initialisation)"]
     assert [r["layer"] for r in rows][1:] == ["block5_pool (1, 1, 512)", "block4_pool (2, 2, 512)"]
-    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows) and cfg.num_classes == 10
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows) and cfg.stats.num_classes == 10
     assert probe.main(["--dataset", str(tiny_data), "--weights", "none", "--layers", "nope",
                        "--train", "100", "--val", "40"]) == 2  # fmt: skip
     assert "no layer nope" in capsys.readouterr().err
@@ -223,7 +225,7 @@ def test_overfit_trains_on_a_subset_but_is_validated_on_the_shared_hold_out_set(
     assert len(small.y_train) == 400 and (np.bincount(small.y_train) == 40).all()
     assert set(small.x_train[:, 0, 0, 0]) <= set(full.x_train[:, 0, 0, 0])
     # its normalisation comes from the images it trains on
-    assert cfg.mean[0] == pytest.approx(small.x_train[..., 0].mean(), abs=1e-3)
+    assert cfg.stats.mean[0] == pytest.approx(small.x_train[..., 0].mean(), abs=1e-3)
 
 
 def test_batches_keep_the_order_without_a_seed_and_draw_a_new_one_each_epoch_with_it():
@@ -273,7 +275,11 @@ def test_drop_last_trains_on_full_batches_only_and_the_schedule_counts_them():
     # fewer images than a batch: the one partial batch is kept, not an empty epoch
     assert len(batches.Batches(x[:7], y[:7], 10, seed=0, drop_last=True)) == 1
     # the optimizer's schedule counts the same steps the batches give
-    cfg = config.model_config("tuned", "cpu").replace(batch_size=10, num_classes=n)
+    cfg = (
+        config.model_config("tuned", "cpu")
+        .replace(batch_size=10)
+        .with_stats([0.0] * 3, [1.0] * 3, n)
+    )
     assert cfg.drop_last and cfg.steps_per_epoch(n) == 5
     assert cfg.replace(drop_last=False).steps_per_epoch(n) == 6
     assert len(batches.training_batches(x, y, cfg, seed=0)) == 5
@@ -470,8 +476,8 @@ def test_the_searched_winner_is_rebuilt_from_its_json(tmp_path, tiny_data):
     winner = tune.run_search(ds, "smoke", tmp_path, seed=0, progress=False, max_trials=1)
     saved = json.loads(tune.search_path(tmp_path).read_text())
     cfg = config.TrainConfig.from_dict(saved["config"])
-    assert cfg == winner.replace(mean=None, std=None, num_classes=None)
-    built = models.build_tuned(cfg.replace(mean=[0.0] * 3, std=[1.0] * 3, num_classes=10))
+    assert cfg == winner.replace(stats=None)
+    built = models.build_tuned(cfg.with_stats([0.0] * 3, [1.0] * 3, 10))
     assert built.output_shape == (None, 10)
 
 
@@ -512,6 +518,21 @@ def test_config_saved_before_the_renames_reads_with_the_same_meaning():
     assert (cfg.flip, cfg.translate, cfg.patience, cfg.dataset_limit) == (True, 0.125, 5, 1000)
     assert cfg.network == {"arch": "airbench", "widths": [64, 128, 128]}
     assert config.TrainConfig.from_dict({"model": "x", "augment": 0.0}).flip is False
+
+
+def test_the_data_statistics_sit_apart_from_the_settings_but_save_as_before():
+    cfg = config.model_config("baseline", "smoke")
+    assert cfg.stats is None and "stats" not in cfg.settings()
+    # saved flat, as every config JSON since the first: mean, std, num_classes at the end
+    assert list(cfg.to_dict())[-3:] == ["mean", "std", "num_classes"]
+    assert [cfg.to_dict()[k] for k in config.STAT_FIELDS] == [None, None, None]
+    measured = cfg.with_stats([125.0, 123.0, 114.0], [63.0, 62.0, 66.0], 10)
+    saved = json.loads(json.dumps(measured.to_dict()))
+    assert saved["num_classes"] == 10 and saved["mean"] == [125.0, 123.0, 114.0]
+    assert config.TrainConfig.from_dict(saved) == measured
+    assert measured.settings() == cfg.settings()  # measuring changes no setting
+    with pytest.raises(ValueError, match="no data statistics"):
+        models.build(cfg)  # a network needs the data's normalisation and classes
 
 
 def test_override_keeps_a_value_given_as_none_but_replace_sets_it():

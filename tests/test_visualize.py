@@ -10,8 +10,7 @@ _TUNED = """
     from pathlib import Path
     from cifarlab import config, models
     from cifarlab.evaluation import visualize
-    cfg = config.model_config("tuned", "smoke").replace(mean=[120.0] * 3, std=[60.0] * 3,
-                                                        num_classes=10)
+    cfg = config.model_config("tuned", "smoke").with_stats([120.0] * 3, [60.0] * 3, 10)
     keras.utils.set_random_seed(0)  # an unseeded net may show no positive evidence at all
     m = models.build_tuned(cfg)
     imgs = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8")

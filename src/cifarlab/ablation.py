@@ -148,8 +148,8 @@ def _finished(run, cfg: TrainConfig, ds: Dataset, seed: int) -> bool:
     if not run.meta("tuned").is_file() or not run.model("tuned").is_file():
         return False
     meta = json.loads(run.meta("tuned").read_text())
-    saved = {k: v for k, v in meta["config"].items() if k not in ("mean", "std", "num_classes")}
-    want = {k: v for k, v in cfg.to_dict().items() if k not in ("mean", "std", "num_classes")}
+    saved = TrainConfig.from_dict(meta["config"]).settings()
+    want = cfg.settings()
     same_data = meta["dataset"]["sha256"] == ds.checksum and meta["seed"] == seed
     return same_data and json.loads(json.dumps(saved)) == json.loads(json.dumps(want))
 

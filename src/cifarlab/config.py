@@ -21,11 +21,34 @@ MODELS = ("baseline", "overfit", "tuned", "vgg16")
 PROFILES = ("smoke", "cpu", "full")
 
 
+#: The fields of :class:`DataStats`, saved flat in a model's config JSON as they always were.
+STAT_FIELDS = ("mean", "std", "num_classes")
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What the data says, not the user: measured on the training split by
+    :func:`cifarlab.data.prepare` (never on validation or test), read by the network's
+    input normalisation and its head.
+
+    Args:
+        mean: per-channel mean of the training images, on the 0-255 scale.
+        std: per-channel standard deviation, on the same scale.
+        num_classes: the dataset's classes (the head's outputs).
+    """
+
+    mean: list[float]
+    std: list[float]
+    num_classes: int
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines one training run (saved as JSON beside the model).
 
-    The defaults are the neutral "off" values; :data:`RECIPES` sets what each model uses.
+    The user's settings, and, apart from them, :attr:`stats`: the data's statistics,
+    None until the training code measured them. The defaults are the neutral "off"
+    values; :data:`RECIPES` sets what each model uses.
     """
 
     model: str
@@ -79,10 +102,8 @@ class TrainConfig:
     precision: str = "auto"
     # the builder's options (cifarlab.models): the network's shape; VGG16's transfer phases
     network: dict = field(default_factory=dict)
-    # filled in by the training code from the training split (never from val/test):
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    num_classes: int | None = None
+    # measured from the training split by cifarlab.data.prepare; not a setting
+    stats: DataStats | None = None
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with ``changes`` (as :func:`dataclasses.replace`)."""
@@ -114,8 +135,30 @@ class TrainConfig:
             raise CifarlabError(f"flip_mode is random or alternate, got '{self.flip_mode}'")
         return self
 
+    def with_stats(self, mean, std, num_classes: int) -> TrainConfig:
+        """A copy with the data's statistics (:class:`DataStats`)."""
+        return self.replace(stats=DataStats(list(mean), list(std), int(num_classes)))
+
+    def need_stats(self) -> DataStats:
+        """The data's statistics; a clear error where nothing measured them yet."""
+        if self.stats is None:
+            raise ValueError(
+                "the config has no data statistics: cifarlab.data.prepare measures them "
+                "(or TrainConfig.with_stats)"
+            )
+        return self.stats
+
+    def settings(self) -> dict:
+        """The user's settings alone, as in :meth:`to_dict`, without the statistics."""
+        d = dataclasses.asdict(self)
+        del d["stats"]
+        return d
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """As saved beside a model: the settings, then the statistics' fields (None
+        before they are measured)."""
+        stats = dataclasses.asdict(self.stats) if self.stats else dict.fromkeys(STAT_FIELDS)
+        return {**self.settings(), **stats}
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -129,8 +172,10 @@ class TrainConfig:
         for old, new in renamed.items():
             if old in d:
                 d.setdefault(new, d.pop(old))
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        stats = [d.pop(k, None) for k in STAT_FIELDS]
+        names = {f.name for f in dataclasses.fields(cls)} - {"stats"}
+        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        return cfg if None in stats else cfg.with_stats(*stats)
 
 
 def steps_per_epoch(images: int, batch_size: int, drop_last: bool = False) -> int:

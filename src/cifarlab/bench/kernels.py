@@ -19,7 +19,7 @@ from cifarlab.bench import throughput as bench
 from cifarlab.training import recipe, train
 recipe.set_precision("auto")
 cfg = config.model_config({model!r}, {profile!r}).replace(
-    **bench.RANDOM_IMAGE_STATS, num_classes=100, epochs={epochs})
+    stats=bench.RANDOM_IMAGE_STATS, epochs={epochs})
 n = cfg.batch_size * {steps}
 rng = np.random.default_rng(0)
 x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from cifarlab.backend import fastest_backend, record_fastest_backend
-from cifarlab.config import MODELS, model_config
+from cifarlab.config import MODELS, DataStats, model_config
 from cifarlab.hardware import matmul_gflops
 from cifarlab.models.flops import count_flops
 
@@ -38,8 +38,8 @@ BACKENDS = ("tensorflow", "jax", "torch")
 #: The networks measured: the four models, and ``airbench`` (the tuned model as the
 #: airbench family at its default widths, cifarlab.models.airbench) beside them.
 NETWORKS = (*MODELS, "airbench")
-#: Normalisation statistics for the random uint8 images the measurements train on.
-RANDOM_IMAGE_STATS = dict(mean=[125.3, 123.0, 113.9], std=[63.0, 62.1, 66.7])
+#: The data statistics of the random uint8 images (100 classes) the measurements train on.
+RANDOM_IMAGE_STATS = DataStats([125.3, 123.0, 113.9], [63.0, 62.1, 66.7], 100)
 
 
 def installed_backends() -> list[str]:
@@ -78,7 +78,7 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
     for name, precision in plan:
         recipe.set_precision(precision)
         cfg = config.model_config("tuned" if name == "airbench" else name, profile).replace(
-            **RANDOM_IMAGE_STATS, num_classes=100
+            stats=RANDOM_IMAGE_STATS
         )
         if name == "airbench":
             cfg = cfg.replace(network={"arch": "airbench", **airbench.DEFAULTS})

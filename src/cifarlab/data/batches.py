@@ -176,7 +176,7 @@ def training_batches(x, y, cfg, seed: int, first_epoch: int = 0, x_mirror=None) 
     shift = batch_shift(cfg, x.shape[1])
     if alternate and x_mirror is None:
         x_mirror = np.ascontiguousarray(x[:, :, ::-1])
-    targets = one_hot(y, cfg.num_classes)
+    targets = one_hot(y, cfg.stats.num_classes)
     return Batches(
         x, targets, cfg.batch_size, seed, first_epoch, x_mirror, alternate, shift, cfg.drop_last
     )

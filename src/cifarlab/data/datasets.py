@@ -153,8 +153,8 @@ def prepare(dataset, cfg, seed: int, progress: bool = True):
 
     ``cfg.dataset_limit`` samples the dataset's training images before the split;
     ``cfg.train_subset`` trains on part of the training split, validation unchanged.
-    Returns ``(dataset, split, cfg)`` with ``cfg.mean``, ``cfg.std`` (the training
-    split's, never validation's or test's) and ``cfg.num_classes`` set.
+    Returns ``(dataset, split, cfg)`` with ``cfg.stats`` set: the mean and std of the
+    training split (never validation's or test's) and the number of classes.
     """
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, progress=progress)
     split = split_train_val(ds, cfg.val_fraction, seed, limit=cfg.dataset_limit)
@@ -162,9 +162,7 @@ def prepare(dataset, cfg, seed: int, progress: bool = True):
         x_sub, y_sub = stratified_subset(split.x_train, split.y_train, cfg.train_subset, seed)
         split = dataclasses.replace(split, x_train=x_sub, y_train=y_sub)
     mean, std = channel_stats(split.x_train)
-    cfg = cfg.replace(
-        mean=mean.round(4).tolist(), std=std.round(4).tolist(), num_classes=ds.num_classes
-    )
+    cfg = cfg.with_stats(mean.round(4).tolist(), std.round(4).tolist(), ds.num_classes)
     return ds, split, cfg
 
 

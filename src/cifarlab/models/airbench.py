@@ -93,7 +93,7 @@ def build_airbench(config: TrainConfig, inputs, x) -> keras.Model:
             x = layers.Activation(net["activation"], name=f"group{g}_conv{c}_act")(x)
     x = layers.GlobalMaxPooling2D(name="gmp")(x)
     x = layers.Dense(
-        config.num_classes, use_bias=False, kernel_initializer=init, kernel_regularizer=reg,
+        config.need_stats().num_classes, use_bias=False, kernel_initializer=init, kernel_regularizer=reg,
         name="logits",
     )(x)  # fmt: skip
     if net["head_scale"] != 1:
@@ -141,7 +141,7 @@ def init_from_data(model: keras.Model, config: TrainConfig, x_train: np.ndarray)
     net = {**DEFAULTS, **config.network}
     names = {layer.name: layer for layer in model.layers}
     if net["whiten"]:
-        names[WHITEN].kernel.assign(whitening_kernel(x_train, config.mean, config.std))
+        names[WHITEN].kernel.assign(whitening_kernel(x_train, config.stats.mean, config.stats.std))
     if net["identity_init"]:
         for name, layer in names.items():
             if name.startswith("group") and isinstance(layer, layers.Conv2D):

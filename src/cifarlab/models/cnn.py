@@ -50,16 +50,15 @@ def model_augmentation(config: TrainConfig) -> keras.Sequential | None:
 
 def model_inputs(config: TrainConfig):
     """The ``pixels`` input, the augmentation and the ``normalize`` layer."""
-    if config.mean is None or config.std is None or config.num_classes is None:
-        raise ValueError("config.mean, config.std and config.num_classes must be set from the data")
+    stats = config.need_stats()
     inputs = keras.Input(INPUT_SHAPE, name="pixels")  # raw 0-255 RGB
     x = inputs
     augment = model_augmentation(config)
     if augment is not None:
         x = augment(x)
     x = layers.Normalization(  # float32 even under mixed precision: raw pixels reach 255
-        mean=list(config.mean),
-        variance=[s * s for s in config.std],
+        mean=list(stats.mean),
+        variance=[s * s for s in stats.std],
         name="normalize",
         dtype="float32",
     )(x)
@@ -89,7 +88,7 @@ def _classic_cnn(
     if dense_dropout:
         x = layers.Dropout(dense_dropout, name="hidden_dropout")(x)
     outputs = layers.Dense(
-        config.num_classes, activation="softmax", name="predictions", dtype="float32"
+        config.need_stats().num_classes, activation="softmax", name="predictions", dtype="float32"
     )(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -157,6 +156,6 @@ def build_tuned(config: TrainConfig) -> keras.Model:
     if net.get("dropout"):
         x = layers.Dropout(net["dropout"], name="head_dropout")(x)
     outputs = layers.Dense(
-        config.num_classes, activation="softmax", name="predictions", dtype="float32"
+        config.need_stats().num_classes, activation="softmax", name="predictions", dtype="float32"
     )(x)
     return keras.Model(inputs, outputs, name="tuned")

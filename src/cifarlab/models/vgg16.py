@@ -61,7 +61,9 @@ def build_vgg16(config: TrainConfig, weights: str = "imagenet") -> keras.Model:
     if path is not None:
         load_vgg16_weights(base, path)
 
-    inputs, x = model_inputs(config.replace(mean=VGG16_MEAN_RGB, std=[1.0, 1.0, 1.0]))
+    inputs, x = model_inputs(
+        config.with_stats(VGG16_MEAN_RGB, [1.0] * 3, config.need_stats().num_classes)
+    )
     if size != 32:
         x = layers.Resizing(size, size, interpolation="bilinear", name="resize")(x)
     x = _rgb_to_bgr()(x)
@@ -78,7 +80,7 @@ def build_vgg16(config: TrainConfig, weights: str = "imagenet") -> keras.Model:
     x = layers.Dense(net["dense"], activation="relu", name="head_dense")(x)
     x = layers.Dropout(net["dropout"], name="head_dropout")(x)
     outputs = layers.Dense(
-        config.num_classes, activation="softmax", name="predictions", dtype="float32"
+        config.need_stats().num_classes, activation="softmax", name="predictions", dtype="float32"
     )(x)
     model = keras.Model(inputs, outputs, name="vgg16")
     model.weights_source = (

@@ -66,7 +66,7 @@ def measure_model(cfg: TrainConfig, steps: int = 3) -> dict:
     bs = cfg.batch_size
     n = (steps + 2) * bs
     x = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    y = one_hot(np.arange(n) % cfg.num_classes, cfg.num_classes)
+    y = one_hot(np.arange(n) % cfg.stats.num_classes, cfg.stats.num_classes)
     out = {}
     if cfg.model == "vgg16":
         features, model = vgg16_parts(
@@ -147,7 +147,7 @@ def model_rate(cfg: TrainConfig, sizes: dict, progress: bool = True) -> Rate:
 def search_rate(profile: str, sizes: dict, num_classes: int, progress: bool = True) -> Rate:
     """A search trial's cost here (the search's unit)."""
     search = config.SEARCH_BUDGET[profile]
-    trial = trial_config(profile, search["batch_size"]).replace(**_stats(num_classes))
+    trial = trial_config(profile, search["batch_size"]).with_stats(*_STATS, num_classes)
     if progress:
         print("plan: timing a search trial's steps on this machine", flush=True)
     m = cached_measure(trial)
@@ -162,8 +162,8 @@ def search_rate(profile: str, sizes: dict, num_classes: int, progress: bool = Tr
     return Rate(trial_s, 0.0, config.BUDGET_LEAST["search"], search["max_trials"])
 
 
-def _stats(num_classes: int) -> dict:
-    return dict(mean=[120.0] * 3, std=[64.0] * 3, num_classes=num_classes)
+#: typical image statistics: the timing's speed does not depend on them
+_STATS = ([120.0] * 3, [64.0] * 3)
 
 
 def part_rates(
@@ -175,7 +175,7 @@ def part_rates(
     within its share takes the first of its :data:`~cifarlab.config.BUDGET_ALTERNATIVES`
     that can."""
     configs = {
-        name: config.model_config(name, profile).replace(**_stats(num_classes))
+        name: config.model_config(name, profile).with_stats(*_STATS, num_classes)
         for name in config.MODELS
     }
     rates = {name: model_rate(cfg, sizes, progress) for name, cfg in configs.items()}

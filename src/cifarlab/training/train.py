@@ -77,7 +77,7 @@ def fit(
     board = callbacks.tensorboard(logs / f"phase{phase}")
     status = callbacks.EpochStatus(work / "status.json", phase, epochs)
     train_batches = training_batches(x, y, cfg, seed, first_epoch=first, x_mirror=x_mirror)
-    val_batches = Batches(x_val, one_hot(y_val, cfg.num_classes), cfg.batch_size)
+    val_batches = Batches(x_val, one_hot(y_val, cfg.stats.num_classes), cfg.batch_size)
     model.fit(
         **fit_data(train_batches, val_batches, epochs),
         epochs=epochs,

@@ -229,7 +229,7 @@ class TunedHyperModel(kt.HyperModel):
         # Every trial sees the same seeded order of the same images (cifarlab.data.batches).
         airbench.init_from_data(model, cfg, x)
         train = training_batches(x, y, cfg, self.seed)
-        val = Batches(xv, one_hot(yv, cfg.num_classes), cfg.batch_size)
+        val = Batches(xv, one_hot(yv, cfg.stats.num_classes), cfg.batch_size)
         return model.fit(**fit_data(train, val, self.epochs), epochs=self.epochs, **kwargs)
 
 
@@ -358,9 +358,7 @@ def run_search(
     final = config.model_config("tuned", profile).override(**(overrides or {}))
     cfg = final_config(best_hp, base, final)
     result = {
-        "config": {
-            k: v for k, v in cfg.to_dict().items() if k not in ("mean", "std", "num_classes")
-        },
+        "config": cfg.settings(),
         "best_hyperparameters": best_hp.values,
         "winner": {"trial_id": winner.trial_id, "val_accuracy": winner.score, "why": why},
         "trials": sorted(trials, key=lambda t: t["trial_id"]),

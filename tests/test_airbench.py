@@ -211,6 +211,49 @@ def test_bias_step_and_lookahead_act_under_fit_on_every_backend(backend):
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_muon_steps_the_filters_by_an_orthogonalised_momentum_under_fit(backend):
+    """With ``muon_lr`` the conv filters move by an (almost) orthogonal matrix after
+    being scaled to norm sqrt(out), the rest by SGD as before: one step of ``fit``."""
+    code = """
+        import numpy as np, keras
+        from cifarlab import config
+        from cifarlab.data import batches
+        from cifarlab.training import recipe
+        x = np.random.default_rng(0).normal(size=(16, 6, 6, 3)).astype("float32")
+        y = batches.one_hot(np.arange(16) % 9, 9)  # 9 classes: a full-rank gradient
+
+        def run(**kw):
+            keras.utils.set_random_seed(0)
+            inp = keras.Input((6, 6, 3))
+            h = keras.layers.Conv2D(8, 3, use_bias=False, name="c")(inp)
+            h = keras.layers.GlobalAveragePooling2D()(h)
+            m = keras.Model(inp, keras.layers.Dense(9, activation="softmax", name="o")(h))
+            cfg = config.TrainConfig("tuned", optimizer="sgd", learning_rate=0.1,
+                                     momentum=0.85, schedule="constant", **kw)
+            recipe.compile_model(m, cfg, 1)
+            before = [np.array(v) for v in (m.get_layer("c").kernel, m.get_layer("o").kernel)]
+            m.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+            after = [np.array(v) for v in (m.get_layer("c").kernel, m.get_layer("o").kernel)]
+            return before, after, type(m.optimizer).__name__
+
+        b, a, _ = run()
+        bm, am, name = run(muon_lr=0.24)
+        assert name == "AirbenchSGD", name
+        np.testing.assert_allclose(am[1] - bm[1], a[1] - b[1], rtol=1e-4, atol=1e-7)
+        fixed = bm[0] * np.sqrt(8) / np.linalg.norm(bm[0])
+        step = (fixed - am[0]) / 0.24  # the schedule at its peak: the full muon_lr
+        s = np.linalg.svd(step.reshape(-1, 8), compute_uv=False)
+        assert 0.5 < s.min() and s.max() < 1.3, s  # Newton-Schulz: all near 1
+        g = np.linalg.svd((b[0] - a[0]).reshape(-1, 8), compute_uv=False)
+        assert g.max() / g.min() > 2, g  # while SGD's step keeps the gradient's spread
+        assert float(np.sum(step * (b[0] - a[0]))) > 0  # and it still goes downhill
+        print("ok")
+    """
+    r = python_with(code, backend)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+
+
 def test_alternating_flips_show_each_image_both_ways_every_two_epochs():
     n = 41
     x = np.arange(n, dtype="float32").reshape(n, 1, 1, 1).repeat(2, 2)

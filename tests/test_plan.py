@@ -198,6 +198,8 @@ def test_a_budget_too_small_is_refused_in_one_line_before_any_training(tmp_path,
     cmd[cmd.index("0.2")] = str(least)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "predicted to finish at" in r.stdout, r.stderr[-2000:]
+    # timing one model after another: no TensorFlow "retracing" warning in the terminal
+    assert "retracing" not in r.stdout + r.stderr
 
 
 def test_the_parts_trained_already_still_owe_their_test_evaluation(tmp_path):

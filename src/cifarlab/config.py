@@ -69,6 +69,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     l2: float = 0.0  # coupled L2: l2 * w added to the kernels' gradients (airbench networks)
     bias_lr_scale: float = 1.0  # SGD: the batch-norm biases' step is this times larger
+    # SGD: > 0 gives the convolution filters Muon steps at this peak rate instead
+    # (airbench94_muon: 0.24 at momentum 0.6; cifarlab.training.recipe.AirbenchSGD)
+    muon_lr: float = 0.0
+    muon_momentum: float = 0.6
     lookahead: int = 0  # every this many steps the weights become their moving average
     # per step: a write keeps lookahead_momentum ** lookahead of the average (SGD: that
     # ramped up from 0 as (step / steps) ** 3, as airbench's lookahead)
@@ -131,6 +135,10 @@ class TrainConfig:
             raise CifarlabError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             raise CifarlabError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.muon_lr and self.optimizer != "sgd":
+            raise CifarlabError(
+                f"muon_lr: Muon steps for the filters go with sgd, not {self.optimizer}"
+            )
         if self.flip_mode not in ("random", "alternate"):
             raise CifarlabError(f"flip_mode is random or alternate, got '{self.flip_mode}'")
         return self

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from cifarlab.data.archives import file_digest
 from cifarlab.data.datasets import Dataset, cache_dir, load_dataset, stratified_subset
 from cifarlab.errors import CifarlabError
 from cifarlab.layout import Layout, atomic_path, layout
+from cifarlab.models import quiet
 
 if TYPE_CHECKING:
     import keras
@@ -137,17 +137,9 @@ def predict_proba(
     from cifarlab.models.tta import is_wrapped
 
     tta_flip = tta_flip and not is_wrapped(model)
-    # TensorFlow warns of "retracing" when a series' models are predicted one after
-    # another (a new predict function per model, as it should be): not the reader's concern
-    tf_log = logging.getLogger("tensorflow")
-    level = tf_log.level
-    tf_log.setLevel(logging.ERROR)
-    try:
-        p = model.predict(x, batch_size=batch_size, verbose=0)
-        if tta_flip:
-            p = (p + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
-    finally:
-        tf_log.setLevel(level)
+    p = quiet.predict(model, x, batch_size)
+    if tta_flip:
+        p = (p + quiet.predict(model, x[:, :, ::-1], batch_size)) / 2
     p = np.asarray(p, dtype=np.float64)
     return p / p.sum(axis=1, keepdims=True)  # float32 softmax sums drift from 1 by ~1e-7
 

@@ -103,6 +103,12 @@ class AirbenchSGD(_CopiedAverage, keras.optimizers.SGD):
     - ``stop_after``: {variable path: steps}: such a variable trains at the base rate for
       its first ``steps`` steps, then stays as it is, its momentum cleared (airbench's
       whitening bias, trained for 3 epochs);
+    - ``muon_lr``: the convolution filters (trainable 4-D kernels) take Muon steps
+      instead (airbench94_muon): the Nesterov momentum (``muon_momentum``) of their
+      gradient, orthogonalised by Keras' own Newton-Schulz iteration
+      (``keras.optimizers.Muon``) with each kernel read as a (k*k*in, out) matrix, at
+      ``muon_lr`` times the schedule's fraction of its peak ``peak_lr``; each filter bank
+      is first scaled to norm sqrt(out), so a step's size relative to it stays fixed;
     - ``ramp_steps``: with ``use_ema``, airbench's lookahead: every
       ``ema_overwrite_frequency`` (k) steps the average takes one step towards the
       weights, ``avg = d * avg + (1 - d) * w`` with ``d = ema_momentum ** k * (t /
@@ -120,11 +126,17 @@ class AirbenchSGD(_CopiedAverage, keras.optimizers.SGD):
         bias_lr_scale: float = 1.0,
         ramp_steps: int = 0,
         stop_after: dict | None = None,
+        muon_lr: float = 0.0,
+        muon_momentum: float = 0.6,
+        peak_lr: float = 1.0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.bias_lr_scale, self.ramp_steps = bias_lr_scale, ramp_steps
         self.stop_after = dict(stop_after or {})
+        self.muon_lr, self.muon_momentum, self.peak_lr = muon_lr, muon_momentum, peak_lr
+        # only its Newton-Schulz iteration is used (Keras' Muon steps 2-D variables only)
+        self._muon = keras.optimizers.Muon() if muon_lr else None
 
     def build(self, variables):
         super().build(variables)
@@ -133,9 +145,17 @@ class AirbenchSGD(_CopiedAverage, keras.optimizers.SGD):
         self._scaled = [
             v.name in ("beta", "bias") and stop is None for v, stop in zip(variables, self._stops)
         ]
+        self._filters = [
+            bool(self.muon_lr) and len(v.shape) == 4 and stop is None
+            for v, stop in zip(variables, self._stops)
+        ]
+        if any(self._filters) and not self.momentums:
+            raise CifarlabError("Muon steps need momentum (SGD with momentum > 0)")
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
+        if self._filters[index]:
+            return self._muon_step(gradient, variable, learning_rate, self.momentums[index])
         if self.bias_lr_scale != 1 and self._scaled[index]:
             learning_rate = keras.ops.multiply(learning_rate, self.bias_lr_scale)
         if self._stops[index] is not None:
@@ -145,6 +165,21 @@ class AirbenchSGD(_CopiedAverage, keras.optimizers.SGD):
             if self.momentums:  # no step from the momentum once stopped
                 self.assign(self.momentums[index], ops.multiply(self.momentums[index], on))
         return super().update_step(gradient, variable, learning_rate)
+
+    def _muon_step(self, gradient, variable, learning_rate, m):
+        ops = keras.ops
+        g = ops.cast(gradient, variable.dtype)
+        self.assign(m, ops.add(ops.multiply(m, self.muon_momentum), g))
+        g = ops.add(g, ops.multiply(m, self.muon_momentum))  # Nesterov
+        shape = variable.shape
+        flat = ops.reshape(g, (-1, shape[-1]))
+        step = ops.reshape(self._muon.zeropower_via_newtonschulz5(flat, self._muon.ns_steps), shape)
+        norm = ops.sqrt(ops.sum(ops.square(variable)))
+        fixed = ops.multiply(variable, ops.divide(float(shape[-1]) ** 0.5, norm + 1e-12))
+        rate = ops.cast(learning_rate, variable.dtype) * (self.muon_lr / self.peak_lr)
+        self.assign(
+            variable, ops.subtract(fixed, ops.multiply(rate, ops.cast(step, variable.dtype)))
+        )
 
     def _update_model_variables_moving_average(self, trainable_variables):
         if not self.ramp_steps:
@@ -169,6 +204,9 @@ class AirbenchSGD(_CopiedAverage, keras.optimizers.SGD):
             "bias_lr_scale": self.bias_lr_scale,
             "ramp_steps": self.ramp_steps,
             "stop_after": self.stop_after,
+            "muon_lr": self.muon_lr,
+            "muon_momentum": self.muon_momentum,
+            "peak_lr": self.peak_lr,
         }
 
 
@@ -191,11 +229,13 @@ def make_optimizer(cfg: TrainConfig, steps: int) -> keras.optimizers.Optimizer:
         )
     if cfg.optimizer == "sgd":
         kw = dict(momentum=cfg.momentum, nesterov=True, weight_decay=wd, **ema)
-        if cfg.bias_lr_scale != 1 or cfg.lookahead or stops:
+        if cfg.bias_lr_scale != 1 or cfg.lookahead or stops or cfg.muon_lr:
             ramp = steps if cfg.lookahead else 0
+            muon = dict(muon_lr=cfg.muon_lr, muon_momentum=cfg.muon_momentum)
             opt = AirbenchSGD(
-                lr, bias_lr_scale=cfg.bias_lr_scale, ramp_steps=ramp, stop_after=stops, **kw
-            )
+                lr, bias_lr_scale=cfg.bias_lr_scale, ramp_steps=ramp, stop_after=stops,
+                peak_lr=cfg.learning_rate, **muon, **kw,
+            )  # fmt: skip
         else:
             opt = keras.optimizers.SGD(lr, **kw)
     elif cfg.optimizer == "adamw":

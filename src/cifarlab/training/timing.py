@@ -43,9 +43,11 @@ def _timed_steps(model, x, y, batch_size: int, steps: int, warmup: int = 2) -> f
 
 def _timed_predict(model, x, batch_size: int, steps: int) -> float:
     """Seconds per inference batch (validation, the test split) after one warm-up batch."""
-    model.predict(x[:batch_size], batch_size=batch_size, verbose=0)
+    from cifarlab.models import quiet
+
+    quiet.predict(model, x[:batch_size], batch_size)
     t = time.perf_counter()
-    model.predict(x[: steps * batch_size], batch_size=batch_size, verbose=0)
+    quiet.predict(model, x[: steps * batch_size], batch_size)
     return (time.perf_counter() - t) / steps
 
 
@@ -56,7 +58,7 @@ def measure_model(cfg: TrainConfig, steps: int = 3) -> dict:
     import keras
 
     from cifarlab.data.batches import one_hot
-    from cifarlab.models import airbench, build
+    from cifarlab.models import airbench, build, quiet
     from cifarlab.models.vgg16 import build_vgg16, vgg16_parts
     from cifarlab.training.recipe import compile_model, set_precision
 
@@ -73,7 +75,7 @@ def measure_model(cfg: TrainConfig, steps: int = 3) -> dict:
             build_vgg16(cfg, weights="none"), cfg.network["finetune_blocks"]
         )
         out["feature_s_per_image"] = _timed_predict(features, x, bs, 2) / bs
-        x = features.predict(x, batch_size=bs, verbose=0)
+        x = quiet.predict(features, x, bs)
     else:
         model = build(cfg)
         airbench.init_from_data(model, cfg, x)

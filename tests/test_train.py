@@ -520,6 +520,13 @@ def test_config_saved_before_the_renames_reads_with_the_same_meaning():
     assert config.TrainConfig.from_dict({"model": "x", "augment": 0.0}).flip is False
 
 
+def test_muon_steps_for_the_filters_are_refused_outside_sgd():
+    muon = config.model_config("tuned", "cpu").replace(muon_lr=0.24)
+    assert muon.validate().optimizer == "sgd"  # the cpu recipe is airbench's SGD
+    with pytest.raises(CifarlabError, match="muon_lr.*sgd, not adamw"):
+        muon.replace(optimizer="adamw").validate()
+
+
 def test_the_data_statistics_sit_apart_from_the_settings_but_save_as_before():
     cfg = config.model_config("baseline", "smoke")
     assert cfg.stats is None and "stats" not in cfg.settings()

@@ -101,7 +101,7 @@ class TrainConfig:
     tta_flip: bool = False  # predictions averaged over each image and its mirror
     tta_shift: int = 0  # and over those shifted by this many pixels both ways (6 views)
     # auto: mixed_bfloat16 on a GPU (tensor cores, no loss scaling needed) and on CPUs
-    # with AVX-512 BF16 / AMX under TensorFlow (1.3x measured here); float32 otherwise.
+    # with AVX-512 BF16 / AMX under TensorFlow (1.3x: BENCHMARKS.md); float32 otherwise.
     # Or float32 / mixed_bfloat16 / mixed_float16. A training choice only.
     precision: str = "auto"
     # the builder's options (cifarlab.models): the network's shape; VGG16's transfer phases

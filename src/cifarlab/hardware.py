@@ -30,7 +30,7 @@ def cpu_flags() -> set[str]:
 
 def cpu_has_bf16() -> bool:
     """AVX512-BF16 or AMX: oneDNN then runs bfloat16 convolutions faster than float32
-    (measured here: the tuned CNN trains at 900 vs 682 images/s)."""
+    (BENCHMARKS.md, the bfloat16 rows)."""
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 

@@ -4,10 +4,9 @@ Why not let Keras feed the arrays: for NumPy arrays Keras builds a tf.data pipel
 its own whose parallel gather and prefetch are autotuned, and a new epoch cannot start
 until the previous epoch's pipeline has stopped tf.data's autotuning thread, which
 sleeps for up to a minute between rounds (py-spy: the main thread waits in
-``RootDataset::Iterator::~Iterator``). Measured on a 2-core CPU, CIFAR-100 baseline: the
-first step of 5 of 15 epochs waited 27-48 s. Why not the PyDataset itself: every batch
-then crosses Python (``Dataset.from_generator``), and a training step took 35% longer
-(0.90 s against 0.64 s at batch 128, measured).
+``RootDataset::Iterator::~Iterator``). Why not the PyDataset itself: every batch then
+crosses Python (``Dataset.from_generator``), and a training step took 35% longer. Both
+measured: BENCHMARKS.md, "epoch starts: tf.data's autotuning held new epochs".
 
 So this pipeline gathers each batch the way Keras does (one ``tf.gather`` per batch from
 arrays held by TensorFlow), in exactly the order :class:`~cifarlab.data.batches.Batches` draws

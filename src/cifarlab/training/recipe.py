@@ -114,10 +114,8 @@ class AirbenchSGD(_CopiedAverage, keras.optimizers.SGD):
       weights, ``avg = d * avg + (1 - d) * w`` with ``d = ema_momentum ** k * (t /
       ramp_steps) ** 3`` (0 at the start, 0.95 ** 5 = 0.77 at the end), and Keras writes
       it into the weights (and at the end of ``fit``); between writes it holds the last
-      written weights. (Until 2026-11-23 the ramp applied to an average taken at every
-      step: ``d`` per write was about ``0.77 * (t / T) ** 15``, almost no averaging
-      before the last fifth of training.) Unlike airbench's, it averages the trainable
-      weights only (not batch norm's running statistics).
+      written weights (RESULTS.md, "airbench's lookahead and full batches"). Unlike airbench's, it averages
+      the trainable weights only (not batch norm's running statistics).
     """
 
     def __init__(

@@ -157,6 +157,31 @@ def test_the_terminal_line_of_an_epoch_says_where_the_series_stands(tmp_path):
         "      tuned: done, 8 epochs in 11.0 min (planned 10.0); series 11.0 of 60.0 min planned"
     ]
     assert _status_lines(tmp_path, seen) == []
+    # the search's epochs say which trial they belong to
+    (tmp_path / "runs" / "search").mkdir()
+    status = {"phase": 0, "label": "trial 2 of 4", "epoch": 1, "epochs": 3, "time": 1000.0 + 60}
+    (tmp_path / "runs" / "search" / "status.json").write_text(json.dumps(status))
+    assert _status_lines(tmp_path, seen) == [
+        "      search (trial 2 of 4): epoch 1/3; series 1.0 of 60.0 min planned"
+    ]
+
+
+def test_the_search_tells_the_terminal_its_trial_and_epoch(tmp_path, tiny_data):
+    import unittest.mock
+
+    from cifarlab.training import tune
+
+    seen = []
+    real = tune.EpochStatus.on_epoch_end
+
+    def spy(self, epoch, logs=None):
+        real(self, epoch, logs)
+        seen.append(json.loads(self.path.read_text()))
+
+    with unittest.mock.patch.object(tune.EpochStatus, "on_epoch_end", spy):
+        tune.run_search(str(tiny_data), "smoke", tmp_path, seed=0, progress=False, max_trials=2)
+    assert [(s["label"], s["epoch"]) for s in seen] == [("trial 1 of 2", 1), ("trial 2 of 2", 1)]
+    assert not (tmp_path / "runs").exists()  # the status file goes with the search
 
 
 @pytest.mark.parametrize(

@@ -85,11 +85,14 @@ def _status_lines(out, seen: dict) -> list[str]:
         except (OSError, ValueError):
             continue
         name = f.parent.name
-        if seen.get(name) == (s["phase"], s["epoch"]):
+        key = (s["phase"], s.get("label"), s["epoch"])
+        if seen.get(name) == key:
             continue
-        seen[name] = (s["phase"], s["epoch"])
+        seen[name] = key
         acc = "" if s.get("val_accuracy") is None else f", val accuracy {s['val_accuracy']:.3f}"
-        phase = f" (phase {s['phase']})" if s["phase"] else ""
+        phase = (
+            f" ({s['label']})" if s.get("label") else f" (phase {s['phase']})" if s["phase"] else ""
+        )
         line = f"      {name}{phase}: epoch {s['epoch']}/{s['epochs']}{acc}"
         if the_plan.get("started"):
             spent = (s["time"] - the_plan["started"]) / 60

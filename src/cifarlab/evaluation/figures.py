@@ -68,8 +68,8 @@ def overfit_vs_baseline(hists: dict[str, np.ndarray], path: Path) -> Path:
         for n in ("baseline", "overfit")
     }
     fig.suptitle(
-        f"Overfitting: final train-validation accuracy gap {gap['overfit']:+.1%} (overfit) "
-        f"vs {gap['baseline']:+.1%} (baseline)"
+        f"Overfitting: training minus validation accuracy at the end, "
+        f"{100 * gap['overfit']:+.1f} points (overfit) vs {100 * gap['baseline']:+.1f} (baseline)"
     )
     return save_figure(fig, path)
 

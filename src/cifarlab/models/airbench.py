@@ -93,7 +93,7 @@ def build_airbench(config: TrainConfig, inputs, x) -> keras.Model:
             x = layers.Activation(net["activation"], name=f"group{g}_conv{c}_act")(x)
     x = layers.GlobalMaxPooling2D(name="gmp")(x)
     x = layers.Dense(
-        config.need_stats().num_classes, use_bias=False, kernel_initializer=init, kernel_regularizer=reg,
+        config.stats.num_classes, use_bias=False, kernel_initializer=init, kernel_regularizer=reg,
         name="logits",
     )(x)  # fmt: skip
     if net["head_scale"] != 1:

@@ -88,7 +88,7 @@ def _classic_cnn(
     if dense_dropout:
         x = layers.Dropout(dense_dropout, name="hidden_dropout")(x)
     outputs = layers.Dense(
-        config.need_stats().num_classes, activation="softmax", name="predictions", dtype="float32"
+        config.stats.num_classes, activation="softmax", name="predictions", dtype="float32"
     )(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -156,6 +156,6 @@ def build_tuned(config: TrainConfig) -> keras.Model:
     if net.get("dropout"):
         x = layers.Dropout(net["dropout"], name="head_dropout")(x)
     outputs = layers.Dense(
-        config.need_stats().num_classes, activation="softmax", name="predictions", dtype="float32"
+        config.stats.num_classes, activation="softmax", name="predictions", dtype="float32"
     )(x)
     return keras.Model(inputs, outputs, name="tuned")

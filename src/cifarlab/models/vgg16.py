@@ -80,7 +80,7 @@ def build_vgg16(config: TrainConfig, weights: str = "imagenet") -> keras.Model:
     x = layers.Dense(net["dense"], activation="relu", name="head_dense")(x)
     x = layers.Dropout(net["dropout"], name="head_dropout")(x)
     outputs = layers.Dense(
-        config.need_stats().num_classes, activation="softmax", name="predictions", dtype="float32"
+        config.stats.num_classes, activation="softmax", name="predictions", dtype="float32"
     )(x)
     model = keras.Model(inputs, outputs, name="vgg16")
     model.weights_source = (

@@ -94,15 +94,18 @@ class EpochBackup(keras.callbacks.Callback):
 
 class EpochStatus(keras.callbacks.Callback):
     """The epoch just finished, as JSON in ``path`` (the model's work folder): what
-    `cifarlab notebooks` shows in the terminal while a notebook's kernel trains."""
+    `cifarlab notebooks` shows in the terminal while a notebook's kernel trains.
+    ``phase``: VGG16's phase (0: one phase); ``label`` names the part of the work
+    instead (the search: "trial 1 of 2")."""
 
-    def __init__(self, path: Path, phase: int, epochs: int):
+    def __init__(self, path: Path, phase: int, epochs: int, label: str = ""):
         super().__init__()
-        self.path, self.phase, self.epochs = path, phase, epochs
+        self.path, self.phase, self.epochs, self.label = path, phase, epochs, label
 
     def on_epoch_end(self, epoch, logs=None):
-        status = {"phase": self.phase, "epoch": epoch + 1, "epochs": self.epochs,
-                  "val_accuracy": _jsonable((logs or {}).get("val_accuracy")), "time": time.time()}  # fmt: skip
+        status = {"phase": self.phase, "label": self.label, "epoch": epoch + 1,
+                  "epochs": self.epochs, "val_accuracy": _jsonable((logs or {}).get("val_accuracy")),
+                  "time": time.time()}  # fmt: skip
         with atomic_path(self.path) as tmp:
             tmp.write_text(json.dumps(status))
 

@@ -34,7 +34,7 @@ from cifarlab.layout import layout, write_json
 from cifarlab.models import airbench
 from cifarlab.models.cnn import build_tuned
 from cifarlab.training import plan
-from cifarlab.training.callbacks import keras_verbose
+from cifarlab.training.callbacks import EpochStatus, keras_verbose
 from cifarlab.training.evidence import environment
 from cifarlab.training.recipe import compile_model
 from cifarlab.training.winner import pick_winner
@@ -211,6 +211,8 @@ class TunedHyperModel(kt.HyperModel):
         self.widths = widths  # the budget's airbench widths (None: all)
         self.families = families  # the budget's network families (None: all)
         self.trials_run = 0  # by this process (a worker's share in a distributed search)
+        self.status: Path | None = None  # where each epoch's status goes (the terminal's)
+        self.max_trials = 0
 
     def config(self, hp) -> TrainConfig:
         """The trial's configuration: ``hp`` in the budget's space."""
@@ -230,6 +232,10 @@ class TunedHyperModel(kt.HyperModel):
         airbench.init_from_data(model, cfg, x)
         train = training_batches(x, y, cfg, self.seed)
         val = Batches(xv, one_hot(yv, cfg.stats.num_classes), cfg.batch_size)
+        if self.status is not None:
+            label = f"trial {self.trials_run} of {self.max_trials}"
+            status = EpochStatus(self.status, 0, self.epochs, label)
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), status]
         return model.fit(**fit_data(train, val, self.epochs), epochs=self.epochs, **kwargs)
 
 
@@ -310,6 +316,9 @@ def run_search(
     hypermodel = TunedHyperModel(
         base, steps, budget["epochs"], seed, budget.get("widths"), budget.get("families")
     )
+    hypermodel.max_trials = budget["max_trials"]
+    hypermodel.status = layout(out).work("search") / "status.json"
+    hypermodel.status.parent.mkdir(parents=True, exist_ok=True)
     role = _role()
     oracle = RecipeFirstOracle(
         objective="val_accuracy",
@@ -331,6 +340,7 @@ def run_search(
     )
     t0 = time.time()
     tuner.search(x, y, validation_data=(xv, yv), verbose=keras_verbose(progress))
+    layout(out).remove_work("search")  # only the terminal's status was there
     if role.startswith("worker"):
         # KerasTuner's chief/worker mode: the chief's oracle hands out trials and keeps
         # the results; a worker only reports its share.

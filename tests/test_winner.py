@@ -32,6 +32,8 @@ def test_a_lead_within_chance_keeps_the_recipe_and_a_clear_one_wins():
     others = [_trial("1", 0.1084, bn_momentum=0.9), _trial("3", None, lookahead=0)]
     winner, why = pick_winner([recipe, close, *others], RECIPE, 2500)
     assert winner is recipe and "the recipe is kept" in why and "1.16" in why
+    # trials named as KerasTuner prints them, from 1: trial_id "2" is its "Trial 3"
+    assert why.startswith("trial 3 leads the recipe (trial 1) by 1.16 points")
     clear = _trial("2", 0.2400, optimizer="adamw", widths="32-128-128")
     winner, why = pick_winner([recipe, clear, *others], RECIPE, 2500)
     assert winner is clear and "it wins" in why

@@ -37,7 +37,7 @@ from cifarlab.training import plan
 from cifarlab.training.callbacks import EpochStatus, keras_verbose
 from cifarlab.training.evidence import environment
 from cifarlab.training.recipe import compile_model
-from cifarlab.training.winner import pick_winner
+from cifarlab.training.winner import pick_winner, trial_number
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -384,7 +384,7 @@ def run_search(
     result["plan"] = plan.record(out, "search", budget["max_trials"], started, time.time())
     write_json(search_path(out), result, indent=2)
     print(
-        f"search done: trial {winner.trial_id} (val accuracy {winner.score:.4f}), {why}; "
+        f"search done: trial {trial_number(winner.trial_id)} (val accuracy {winner.score:.4f}), {why}; "
         f"{best_hp.values}",
         flush=True,
     )
@@ -493,7 +493,7 @@ def trials_table(out) -> pd.DataFrame:
     if not found:
         raise CifarlabError(f"no search result in {search_path(out)}; run `cifarlab tune` first")
     rows = {
-        f"trial {int(t['trial_id']) + 1}": {
+        f"trial {trial_number(t['trial_id'])}": {
             "val_accuracy": t["val_accuracy"],
             **t["hyperparameters"],
         }

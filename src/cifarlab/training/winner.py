@@ -24,6 +24,11 @@ def noise_margin(p: float, images: int) -> float:
     return Z_ONE_SIDED_5 * (2 * p * (1 - p) / images) ** 0.5
 
 
+def trial_number(trial_id: str) -> int:
+    """A trial's number as KerasTuner prints it ("Trial 1 Complete" is trial_id "0")."""
+    return int(trial_id) + 1
+
+
 def pick_winner(trials: list, recipe_values: dict, val_images: int) -> tuple:
     """``(trial, why)``: the search's winner among finished ``trials`` (KerasTuner
     trials). The recipe (the trial whose values are the space's defaults) stays the
@@ -42,7 +47,8 @@ def pick_winner(trials: list, recipe_values: dict, val_images: int) -> tuple:
     lead = best.score - recipe.score
     margin = noise_margin((best.score + recipe.score) / 2, val_images)
     verdict = (
-        f"trial {best.trial_id} leads the recipe (trial {recipe.trial_id}) by {100 * lead:.2f} "
+        f"trial {trial_number(best.trial_id)} leads the recipe (trial "
+        f"{trial_number(recipe.trial_id)}) by {100 * lead:.2f} "
         f"points, the chance margin on {val_images:,} validation images is {100 * margin:.2f}"
     )
     if lead > margin:

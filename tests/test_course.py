@@ -97,6 +97,20 @@ def test_the_drawn_schedule_is_the_optimizers_warm_up_then_cosine_to_zero():
     assert np.all(flat == _cfg("overfit").learning_rate)  # overfit: a constant rate
 
 
+def test_the_schedule_in_words_is_the_one_the_optimizer_follows():
+    from cifarlab.training.recipe import describe_schedule
+
+    airbench = config.airbench_config("cpu")  # warm-up from 0.2x over 23%, down to 0.07x
+    assert describe_schedule(airbench) == (
+        "a 23% linear warm-up from 0.2x the peak, then linear decay to 0.07x it"
+    )
+    assert describe_schedule(_cfg("baseline")) == "cosine decay to 0"
+    assert describe_schedule(_cfg("overfit")) == "a constant learning rate"
+    steps, rates, _ = course.schedule_values(airbench.replace(epochs=4), train_images=5120)
+    assert rates[0] == pytest.approx(0.2 * airbench.learning_rate, rel=1e-3)
+    assert rates[-1] == pytest.approx(0.07 * airbench.learning_rate, rel=0.05)
+
+
 def test_architecture_card_counts_what_the_built_model_holds():
     from cifarlab import models
     from cifarlab.models.flops import count_flops

@@ -98,11 +98,9 @@ def training_words(name: str, cfg: TrainConfig, split, ds: Dataset) -> str:
         else "no early stopping"
     )
     kept = "the best validation epoch is kept" if cfg.restore_best else "the last epoch is kept"
-    schedule = {
-        "cosine": "cosine decay",
-        "linear": "linear decay",
-        "constant": "a constant learning rate",
-    }.get(cfg.schedule, cfg.schedule)
+    from cifarlab.training.recipe import describe_schedule
+
+    schedule = describe_schedule(cfg)
     if name == "vgg16":
         head = min(cfg.network["head_epochs"], cfg.epochs)
         phases = (
@@ -121,7 +119,7 @@ def training_words(name: str, cfg: TrainConfig, split, ds: Dataset) -> str:
         f"**{name}** trains {cfg.epochs} epochs at batch {cfg.batch_size} on {images}, "
         f"validated on all {len(split.y_val):,} validation images; augmentation: "
         f"{_augmentation_words(cfg)}; {cfg.optimizer} at a peak learning rate of "
-        f"{cfg.learning_rate:g} with {schedule}; {stop}; {kept}."
+        f"{cfg.learning_rate:g}, {schedule}; {stop}; {kept}."
     )
 
 

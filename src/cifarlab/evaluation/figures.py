@@ -293,14 +293,10 @@ def schedule_curve(
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.grid(alpha=0.3)
-    shape = (
-        "constant"
-        if cfg.schedule == "constant"
-        else (f"{cfg.warmup_fraction:.0%} linear warm-up, then cosine to 0"
-              if cfg.warmup_fraction else "cosine decay to 0")
-    )  # fmt: skip
+    from cifarlab.training.recipe import describe_schedule
+
     ax.set_title(
-        f"{name}: {cfg.optimizer} at peak {cfg.learning_rate:g}, {shape} "
+        f"{name}: {cfg.optimizer} at peak {cfg.learning_rate:g}, {describe_schedule(cfg)}\n"
         f"({cfg.epochs * steps_per_epoch:,} steps of {cfg.batch_size} images)",
         fontsize=9,
     )

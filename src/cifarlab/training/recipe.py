@@ -69,6 +69,24 @@ def learning_rate(cfg: TrainConfig, steps: int):
     )
 
 
+def describe_schedule(cfg: TrainConfig) -> str:
+    """The schedule of :func:`learning_rate` in words, e.g. "a 23% linear warm-up from
+    0.2x the peak, then linear decay to 0.07x it"."""
+    if cfg.schedule == "constant":
+        return "a constant learning rate"
+    end = (
+        f"linear decay to {cfg.decay_to:g}x it" if cfg.schedule == "linear" else "cosine decay to 0"
+    )
+    if cfg.schedule == "linear" and not cfg.decay_to:
+        end = "linear decay to 0"
+    if not int(cfg.warmup_fraction * 100):
+        return end.replace(" it", " the peak")
+    return (
+        f"a {cfg.warmup_fraction:.0%} linear warm-up from {cfg.warmup_start:g}x the peak, "
+        f"then {end}"
+    )
+
+
 class _CopiedAverage:
     """Keras writes the weights' moving average (``use_ema``: the lookahead) into the
     weights by assigning the average's own array. Under JAX the two variables then hold

@@ -105,7 +105,7 @@ tune.describe_space(profile)
 # %%
 ds = data.load_dataset(dataset)
 best = tune.run_search(ds, profile, out, seed)
-print(tune.load_search(out)["winner"]["why"])
+display(Markdown(course.search_reading(tune.load_search(out))))
 tune.trials_table(out)
 
 # %% [markdown]

@@ -408,3 +408,18 @@ def test_the_reading_after_a_training_is_written_from_its_saved_metadata():
     barely = course.after_training({**meta, "best_val_accuracy": 0.15, "final_train_accuracy": 0.2,
                                     "final_val_accuracy": 0.15, "restored_best_weights": True})  # fmt: skip
     assert "learned little yet" in barely and "best validation epoch's (15.0%)" in barely
+
+
+def test_the_search_reading_names_the_winner_and_its_rate_at_the_final_batch():
+    search = {
+        "winner": {"trial_id": "0", "val_accuracy": 0.214, "why": "the best validation accuracy"},
+        "config": {"batch_size": 512, "optimizer": "sgd", "learning_rate": 0.75},
+        "budget": {"batch_size": 128, "epochs": 3},
+    }
+    text = course.search_reading(search)
+    assert text.startswith("**The winner: trial 1** (validation accuracy 21.4% after 3 epochs")
+    assert "0.1875 in the trials, 0.75 here" in text and "linearly under sgd" in text
+    search["config"].update(optimizer="adamw", learning_rate=0.006)  # 4x the batch: 2x rate
+    assert "0.003 in the trials, 0.006 here" in course.search_reading(search)
+    search["budget"]["batch_size"] = 512  # the same batch: nothing to scale
+    assert "trials ran at batch" not in course.search_reading(search)

@@ -168,6 +168,32 @@ def after_training(meta: dict) -> str:
     return " ".join(lines)
 
 
+def search_reading(search: dict) -> str:
+    """What the search decided, from its saved JSON (``tune.load_search``): the winning
+    trial and why, and how its learning rate goes from the trials' batch to the final
+    one."""
+    from cifarlab.training.winner import trial_number
+
+    win, cfg = search["winner"], search["config"]
+    text = (
+        f"**The winner: trial {trial_number(win['trial_id'])}** (validation accuracy "
+        f"{win['val_accuracy']:.1%} after {search['budget']['epochs']} epochs of its trial): "
+        f"{win['why']}."
+    )
+    trial_batch = search["budget"]["batch_size"]
+    if trial_batch and trial_batch != cfg["batch_size"]:
+        ratio = cfg["batch_size"] / trial_batch
+        rule = "linearly" if cfg["optimizer"] == "sgd" else "by the square root"
+        trial_lr = cfg["learning_rate"] / (ratio if cfg["optimizer"] == "sgd" else ratio**0.5)
+        text += (
+            f" The trials ran at batch {trial_batch}; the tuned model trains at batch "
+            f"{cfg['batch_size']}, so its peak learning rate grows with the batch ({rule} "
+            f"under {cfg['optimizer']}): {trial_lr:g} in the trials, "
+            f"{cfg['learning_rate']:g} here."
+        )
+    return text
+
+
 def difference_margin(a: float, b: float, n: int, z: float = 1.96) -> float:
     """The 95% margin of the difference of two accuracies, each measured on ``n`` images
     (normal approximation of the binomial)."""

@@ -158,7 +158,7 @@ ds = data.load_dataset(dataset)
 image = ds.x_test[:1]  # a batch of one raw 32x32x3 image, uint8 as on disk
 probabilities = keras.ops.convert_to_numpy(model.predict(image, verbose=0))[0]
 visualize.show(visualize.one_prediction(ds, 0, probabilities, layout(out).figure("one_image", best)))
-pd.Series(probabilities, index=ds.class_names).nlargest(3).rename("probability")
+Markdown(course.one_image_words(out, best, ds, 0, probabilities))
 
 # %% [markdown]
 # ## What to try next

@@ -423,3 +423,21 @@ def test_the_search_reading_names_the_winner_and_its_rate_at_the_final_batch():
     assert "0.003 in the trials, 0.006 here" in course.search_reading(search)
     search["budget"]["batch_size"] = 512  # the same batch: nothing to scale
     assert "trials ran at batch" not in course.search_reading(search)
+
+
+def test_one_image_is_read_right_or_wrong_with_how_often_the_model_errs(tmp_path):
+    from types import SimpleNamespace
+
+    from cifarlab.layout import layout
+
+    root = layout(tmp_path)
+    root.results_csv.parent.mkdir(parents=True)
+    root.results_csv.write_text("model,test_accuracy\ntuned,0.7074\n")
+    root.models_dir.mkdir()
+    root.meta("tuned").write_text(json.dumps({"config": {"label_smoothing": 0.2}}))
+    ds = SimpleNamespace(class_names=["bowl", "tulip", "rose"], y_test=np.array([0, 2]))
+    wrong = course.one_image_words(tmp_path, "tuned", ds, 0, np.array([0.05, 0.11, 0.04]))
+    assert wrong.startswith("The true class is **bowl**; tuned's first guess is **tulip** (11%)")
+    assert "misses about 3 test images in 10" in wrong and "label smoothing 0.2" in wrong
+    right = course.one_image_words(tmp_path, "tuned", ds, 1, np.array([0.1, 0.1, 0.8]))
+    assert "**rose** (80%): right, as it is on 71% of the test images" in right

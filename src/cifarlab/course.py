@@ -194,6 +194,33 @@ def search_reading(search: dict) -> str:
     return text
 
 
+def one_image_words(out, name: str, ds: Dataset, index: int, probabilities) -> str:
+    """A reading of one test image's prediction by the saved model ``name``: right or
+    wrong, how sure, and how often the model is wrong at all (its test accuracy)."""
+    import pandas as pd
+
+    true = ds.class_names[int(ds.y_test[index])]
+    guess = int(np.argmax(probabilities))
+    p = float(probabilities[guess])
+    row = pd.read_csv(layout(out).results_csv).set_index("model").loc[name]
+    wrong = 1 - float(row["test_accuracy"])
+    text = f"The true class is **{true}**; {name}'s first guess is **{ds.class_names[guess]}** ({p:.0%})"
+    if ds.class_names[guess] == true:
+        text += f": right, as it is on {1 - wrong:.0%} of the test images."
+    else:
+        text += (
+            f": wrong. With {1 - wrong:.1%} test accuracy it misses about {round(10 * wrong)} "
+            f"test images in 10, and this is one of them."
+        )
+    smoothing = layout(out).read_meta(name)["config"].get("label_smoothing", 0.0)
+    if smoothing:
+        text += (
+            f" Trained with label smoothing {smoothing:g}, its probabilities stop short of "
+            f"100% even where it is sure: compare them between images, not with 100%."
+        )
+    return text
+
+
 def difference_margin(a: float, b: float, n: int, z: float = 1.96) -> float:
     """The 95% margin of the difference of two accuracies, each measured on ``n`` images
     (normal approximation of the binomial)."""

@@ -4,6 +4,7 @@ from what the training uses, checked against an independent reading."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -426,8 +427,6 @@ def test_the_search_reading_names_the_winner_and_its_rate_at_the_final_batch():
 
 
 def test_one_image_is_read_right_or_wrong_with_how_often_the_model_errs(tmp_path):
-    from types import SimpleNamespace
-
     from cifarlab.layout import layout
 
     root = layout(tmp_path)

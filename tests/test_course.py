@@ -109,7 +109,8 @@ def test_the_schedule_in_words_is_the_one_the_optimizer_follows():
     assert describe_schedule(_cfg("overfit")) == "a constant learning rate"
     steps, rates, _ = course.schedule_values(airbench.replace(epochs=4), train_images=5120)
     assert rates[0] == pytest.approx(0.2 * airbench.learning_rate, rel=1e-3)
-    assert rates[-1] == pytest.approx(0.07 * airbench.learning_rate, rel=0.05)
+    # the last step is one short of the end, where the decay reaches 0.07x
+    assert 0.07 * airbench.learning_rate <= rates.min() == rates[-1] < 0.11 * airbench.learning_rate
 
 
 def test_architecture_card_counts_what_the_built_model_holds():

@@ -28,7 +28,6 @@ from cifarlab.data.archives import file_digest
 from cifarlab.data.datasets import Dataset, cache_dir, load_dataset, stratified_subset
 from cifarlab.errors import CifarlabError
 from cifarlab.layout import Layout, atomic_path, layout
-from cifarlab.models import quiet
 
 if TYPE_CHECKING:
     import keras
@@ -137,6 +136,8 @@ def predict_proba(
     from cifarlab.models.tta import is_wrapped
 
     tta_flip = tta_flip and not is_wrapped(model)
+    from cifarlab.models import quiet  # keras: imported once the command chose its backend
+
     p = quiet.predict(model, x, batch_size)
     if tta_flip:
         p = (p + quiet.predict(model, x[:, :, ::-1], batch_size)) / 2

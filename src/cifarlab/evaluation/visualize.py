@@ -39,6 +39,13 @@ figures = fig_mod.saved_figures
 one_prediction = fig_mod.one_prediction
 
 
+def pixels_input(model):
+    """The model's one input tensor. Keras 3.10 loads a saved model's input as a list of
+    one (``model.input`` is ``[pixels]``), and a probe built on that list warns at every
+    call with one array ("The structure of `inputs` doesn't match")."""
+    return model.inputs[0]
+
+
 def _np32(t) -> np.ndarray:
     """A backend tensor as float32 NumPy: under mixed precision activations are bfloat16,
     which NumPy reductions and matplotlib cannot handle."""
@@ -154,7 +161,7 @@ def feature_maps(
     name: str, model, image: np.ndarray, label: str, path: Path, per_block: int = 8
 ) -> Path:
     layers = block_outputs(model)
-    probe = keras.Model(model.input, [model.get_layer(n).output for n in layers])
+    probe = keras.Model(pixels_input(model), [model.get_layer(n).output for n in layers])
     outs = probe(image[None].astype("float32"), training=False)
     outs = [_np32(o)[0] for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
     fig, axes = plt.subplots(
@@ -238,7 +245,7 @@ def activation_patterns(
     images do not interact at inference, so each gets its own gradient), each step
     normalised per image: one gradient call a step instead of one per filter."""
     conv = conv_layers(model)[-2 if len(conv_layers(model)) > 2 else -1]
-    probe = keras.Model(model.input, conv.output)
+    probe = keras.Model(pixels_input(model), conv.output)
     rng = np.random.default_rng(seed)
     chosen = np.linspace(0, conv.filters - 1, n_filters).astype(int)
     pick = keras.ops.convert_to_tensor(  # image i: filter i
@@ -317,7 +324,7 @@ def gradcam_maps(model, x: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray,
     gradient call, each through its own score (the images do not interact at inference,
     so each gets its own gradient)."""
     last = model.get_layer(block_outputs(model)[-1])
-    head = keras.Model(model.input, last.output)
+    head = keras.Model(pixels_input(model), last.output)
     tail = keras.Model(last.output, model.output)
     fmaps = _np32(head(x.astype("float32"), training=False))
     pick = keras.ops.convert_to_tensor(np.eye(model.output.shape[-1], dtype="float32")[classes])

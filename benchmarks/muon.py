@@ -3,7 +3,7 @@
 epochs instead of 9.9 on CIFAR-10).
 
     CIFARLAB_DATA_DIR=../shared/data python benchmarks/muon.py --dataset cifar100 \
-        --profile cpu --epochs 4 --out /tmp/muon
+        --profile cpu --epochs 4 --out OUT
 
 trains ``tuned`` with the profile's airbench recipe (cifarlab.config.airbench_config) at
 ``--epochs``, once as it is (SGD) and once with ``muon_lr`` (the filters take Muon steps,

@@ -182,9 +182,11 @@ def search_reading(search: dict) -> str:
     )
     trial_batch = search["budget"]["batch_size"]
     if trial_batch and trial_batch != cfg["batch_size"]:
-        ratio = cfg["batch_size"] / trial_batch
         rule = "linearly" if cfg["optimizer"] == "sgd" else "by the square root"
-        trial_lr = cfg["learning_rate"] / (ratio if cfg["optimizer"] == "sgd" else ratio**0.5)
+        # the rule the search applied (TrainConfig.at_batch), taken back to the trials' batch
+        trial_lr = (
+            TrainConfig.from_dict({"model": "tuned", **cfg}).at_batch(trial_batch).learning_rate
+        )
         text += (
             f" The trials ran at batch {trial_batch}; the tuned model trains at batch "
             f"{cfg['batch_size']}, so its peak learning rate grows with the batch ({rule} "
@@ -202,15 +204,16 @@ def one_image_words(out, name: str, ds: Dataset, index: int, probabilities) -> s
     true = ds.class_names[int(ds.y_test[index])]
     guess = int(np.argmax(probabilities))
     p = float(probabilities[guess])
-    row = pd.read_csv(layout(out).results_csv).set_index("model").loc[name]
-    wrong = 1 - float(row["test_accuracy"])
+    accuracy = float(
+        pd.read_csv(layout(out).results_csv).set_index("model").at[name, "test_accuracy"]
+    )
     text = f"The true class is **{true}**; {name}'s first guess is **{ds.class_names[guess]}** ({p:.0%})"
     if ds.class_names[guess] == true:
-        text += f": right, as it is on {1 - wrong:.0%} of the test images."
+        text += f": right, as it is on {accuracy:.0%} of the test images."
     else:
         text += (
-            f": wrong. With {1 - wrong:.1%} test accuracy it misses about {round(10 * wrong)} "
-            f"test images in 10, and this is one of them."
+            f": wrong. With {accuracy:.1%} test accuracy it misses about "
+            f"{round(10 * (1 - accuracy))} test images in 10, and this is one of them."
         )
     smoothing = layout(out).read_meta(name)["config"].get("label_smoothing", 0.0)
     if smoothing:

@@ -74,13 +74,13 @@ def describe_schedule(cfg: TrainConfig) -> str:
     0.2x the peak, then linear decay to 0.07x it"."""
     if cfg.schedule == "constant":
         return "a constant learning rate"
-    end = (
-        f"linear decay to {cfg.decay_to:g}x it" if cfg.schedule == "linear" else "cosine decay to 0"
-    )
-    if cfg.schedule == "linear" and not cfg.decay_to:
-        end = "linear decay to 0"
-    if not int(cfg.warmup_fraction * 100):
-        return end.replace(" it", " the peak")
+    warm = int(cfg.warmup_fraction * 100) > 0
+    end = "cosine decay to 0"
+    if cfg.schedule == "linear":
+        peak = "it" if warm else "the peak"
+        end = f"linear decay to {cfg.decay_to:g}x {peak}" if cfg.decay_to else "linear decay to 0"
+    if not warm:
+        return end
     return (
         f"a {cfg.warmup_fraction:.0%} linear warm-up from {cfg.warmup_start:g}x the peak, "
         f"then {end}"

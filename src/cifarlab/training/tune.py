@@ -205,14 +205,16 @@ class TunedHyperModel(kt.HyperModel):
         seed: int = 0,
         widths=None,
         families=None,
+        status: Path | None = None,
+        max_trials: int = 0,
     ):
         super().__init__(name="tuned")
         self.base, self.steps, self.epochs, self.seed = base, steps_per_epoch, epochs, seed
         self.widths = widths  # the budget's airbench widths (None: all)
         self.families = families  # the budget's network families (None: all)
         self.trials_run = 0  # by this process (a worker's share in a distributed search)
-        self.status: Path | None = None  # where each epoch's status goes (the terminal's)
-        self.max_trials = 0
+        self.status = status  # where each epoch's status goes (the terminal's); None: nowhere
+        self.max_trials = max_trials
 
     def config(self, hp) -> TrainConfig:
         """The trial's configuration: ``hp`` in the budget's space."""
@@ -313,12 +315,12 @@ def run_search(
         )
     steps = base.steps_per_epoch(len(y))
     project = f"{ds.name}-{ds.checksum[:8]}-{profile}-seed{seed}"
+    status = layout(out).work("search") / "status.json"
+    status.parent.mkdir(parents=True, exist_ok=True)
     hypermodel = TunedHyperModel(
-        base, steps, budget["epochs"], seed, budget.get("widths"), budget.get("families")
-    )
-    hypermodel.max_trials = budget["max_trials"]
-    hypermodel.status = layout(out).work("search") / "status.json"
-    hypermodel.status.parent.mkdir(parents=True, exist_ok=True)
+        base, steps, budget["epochs"], seed, budget.get("widths"), budget.get("families"),
+        status, budget["max_trials"],
+    )  # fmt: skip
     role = _role()
     oracle = RecipeFirstOracle(
         objective="val_accuracy",

@@ -309,6 +309,59 @@ def test_whole_pixel_shifts_are_reflect_padded_crops_at_uniform_offsets():
     assert any("translation" in name for name in layers)
 
 
+def test_shrunk_batches_are_area_averages_of_the_same_crops():
+    x = _images(40)
+    half = batches.downsample(x, 16)  # 32 -> 16: each pixel the mean of its 2x2 block
+    want = x.astype("float32").reshape(40, 16, 2, 16, 2, 3).mean(axis=(2, 4))
+    np.testing.assert_allclose(half, want, rtol=1e-6)
+    small = batches.downsample(x, 24)  # a flat image stays flat, every image keeps its mean
+    np.testing.assert_allclose(small.mean(axis=(1, 2)), x.mean(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(batches.downsample(np.full((1, 32, 32, 3), 7, "uint8"), 24), 7)
+    cfg = _cfg(
+        network=dict(arch="airbench", widths=[16, 32, 32]), epochs=3, batch_size=16,
+        translate=2 / 32, pixel_shifts=True, low_res=24, low_res_epochs=2,
+    )  # fmt: skip
+    seq = batches.training_batches(x, np.arange(40) % 10, cfg, seed=0)
+    full = batches.training_batches(
+        x, np.arange(40) % 10, cfg.replace(low_res_epochs=0, low_res=0), 0
+    )
+    for epoch in range(3):  # the first two epochs shrunk, then full size: the same crops
+        for i in range(len(seq)):
+            got, want = seq[i][0], full[i][0]
+            if epoch < 2:
+                assert got.shape[1:] == (24, 24, 3)
+                np.testing.assert_allclose(got, batches.downsample(want, 24), rtol=1e-6)
+            else:
+                np.testing.assert_array_equal(got, want)
+        seq.on_epoch_end()
+        full.on_epoch_end()
+    for bad in (
+        dict(low_res_epochs=0),
+        dict(low_res=24, low_res_epochs=3),
+        dict(low_res=8, low_res_epochs=1),
+    ):
+        with pytest.raises(config.CifarlabError, match="low_res"):
+            cfg.replace(**bad).validate()
+    with pytest.raises(config.CifarlabError, match="airbench"):
+        _cfg(low_res=24, low_res_epochs=1).validate()  # the smoke ResNet: not this network
+
+
+def test_a_network_trained_on_shrunk_early_epochs_is_saved_at_full_size(tmp_path, tiny_data):
+    import keras
+
+    from cifarlab.training.train import train_model
+
+    cfg = config.airbench_config(
+        "smoke", epochs=2, batch_size=50, low_res=16, low_res_epochs=1,
+        network=dict(arch="airbench", widths=[8, 16, 16]), tta_flip=False, tta_shift=0,
+    )  # fmt: skip
+    meta = train_model("tuned", str(tiny_data), "smoke", tmp_path, train_config=cfg, progress=False)
+    assert meta["epochs_run"] == 2 and meta["config"]["low_res"] == 16
+    model = keras.saving.load_model(tmp_path / "saved_models" / "tuned.keras", safe_mode=True)
+    assert model.input_shape == (None, 32, 32, 3)  # as every other saved model
+    assert model.predict(_images(4), verbose=0).shape == (4, 10)
+
+
 def _shift(x, s):
     """x shifted by s pixels down-right (reflected at the border), in NumPy."""
     p = np.pad(x, ((0, 0), (abs(s), abs(s)), (abs(s), abs(s)), (0, 0)), mode="reflect")
@@ -460,13 +513,38 @@ def test_the_frontier_script_refuses_a_run_without_a_folder(tmp_path):
     assert frontier.main([f"a={tmp_path}/nowhere", "--figure", str(tmp_path / "x.png")]) == 2
 
 
-def _frontier_script():
+def _frontier_script(name="frontier"):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("frontier", ROOT / "benchmarks" / "frontier.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_variants_script_trains_each_variant_once_and_tables_them(tmp_path, tiny_data):
+    """benchmarks/variants.py: LABEL=KEY=VALUE,... on the profile's airbench recipe."""
+    variants = _frontier_script("variants")
+    assert variants.parse_variant("24px=epochs=2,low_res=24,flip_mode=alternate") == (
+        "24px",
+        {"epochs": 2, "low_res": 24, "flip_mode": "alternate"},
+    )
+    for bad in ("no label", "x=epochs"):
+        with pytest.raises(SystemExit, match="variants"):
+            variants.parse_variant(bad)
+    runs = [
+        ("full 2", {"epochs": 2}),
+        ("16px 1 of 2", dict(epochs=2, low_res=16, low_res_epochs=1)),
+    ]
+    table = variants.run_variants(str(tiny_data), "smoke", tmp_path, 0, runs, "t")
+    assert table["run"].tolist() == ["full 2", "16px 1 of 2"] and table["epochs"].eq(2).all()
+    saved = [
+        tmp_path / folder / "saved_models" / "tuned.keras" for folder in ("full-2", "16px-1-of-2")
+    ]
+    stamps = [path.stat().st_mtime_ns for path in saved]
+    again = variants.run_variants(str(tiny_data), "smoke", tmp_path, 0, runs, "t")  # read back
+    assert [path.stat().st_mtime_ns for path in saved] == stamps
+    assert again["test accuracy"].tolist() == table["test accuracy"].tolist()
 
 
 def test_the_compute_figure_is_drawn_from_the_benchmarks_table(tmp_path):

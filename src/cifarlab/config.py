@@ -88,6 +88,11 @@ class TrainConfig:
     # would have held change every epoch, so no image is left out for long
     drop_last: bool = False
     rotation: float = 0.0  # random rotation by up to this fraction of a full turn
+    # the first low_res_epochs epochs train on batches shrunk to low_res x low_res pixels
+    # (area averages: cheaper steps), the rest and every evaluation at full size (airbench
+    # networks, which take any size; cifarlab.data.batches)
+    low_res: int = 0
+    low_res_epochs: int = 0
     # ---- model selection
     patience: int | None = None  # early stopping: epochs without a better val_accuracy
     restore_best: bool = True  # keep the best-validation epoch (False: the last epoch)
@@ -139,6 +144,19 @@ class TrainConfig:
             raise CifarlabError(
                 f"muon_lr: Muon steps for the filters go with sgd, not {self.optimizer}"
             )
+        if bool(self.low_res) != bool(self.low_res_epochs):
+            raise CifarlabError("low_res and low_res_epochs go together (both 0: off)")
+        if self.low_res_epochs:
+            if self.low_res_epochs >= self.epochs:
+                raise CifarlabError(
+                    f"low_res_epochs {self.low_res_epochs} leaves none of the {self.epochs} "
+                    "epochs at full size"
+                )
+            if not 12 <= self.low_res < 32 or self.network.get("arch") != "airbench":
+                raise CifarlabError(
+                    "low_res: 12 to 31 pixels, for airbench networks (they take any size), "
+                    f"got {self.low_res} for {self.network.get('arch', 'this network')}"
+                )
         if self.flip_mode not in ("random", "alternate"):
             raise CifarlabError(f"flip_mode is random or alternate, got '{self.flip_mode}'")
         return self

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from cifarlab.data.batches import area_matrix
+
 #: Batches gathered ahead of the training step, and threads gathering them.
 PREFETCH = 2
 
@@ -33,7 +35,7 @@ def dataset(batches, epochs: int = 1) -> tf.data.Dataset:
     s = batches.shift
 
     def gather(step, held):
-        rows, size, flips, offsets = step
+        rows, size, flips, offsets, shrunk = step
         idx = rows[:size]
         x = tf.gather(held[0], idx)
         if batches.x_mirror is not None:
@@ -45,6 +47,9 @@ def dataset(batches, epochs: int = 1) -> tf.data.Dataset:
             h, w = batches.x.shape[1:3]
             x = tf.gather(x, s - down + tf.range(h, dtype=down.dtype), axis=1, batch_dims=1)
             x = tf.gather(x, s - right + tf.range(w, dtype=right.dtype), axis=2, batch_dims=1)
+        if batches.low_res_epochs:  # as batches.downsample, in the epochs it shrinks
+            x = tf.cast(x, tf.float32)
+            x = tf.cond(shrunk, lambda: downsample(x, batches.low_res), lambda: x)
         if batches.y is None:
             return x
         return x, tf.gather(held[1], idx)
@@ -55,3 +60,9 @@ def dataset(batches, epochs: int = 1) -> tf.data.Dataset:
     options.experimental_optimization.apply_default_optimizations = False
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return data.with_options(options)
+
+
+def downsample(x, size: int):
+    """``x`` (B, H, W, C) float32 shrunk to size x size (cifarlab.data.batches.downsample)."""
+    rows, cols = area_matrix(x.shape[1], size), area_matrix(x.shape[2], size)
+    return tf.einsum("pw,bowc->bopc", cols, tf.einsum("oh,bhwc->bowc", rows, x))

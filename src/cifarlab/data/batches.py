@@ -20,7 +20,10 @@ validation data from :class:`Batches` instead of handing NumPy arrays to Keras:
   (2 shift + 1)^2 whole-pixel ones: every output pixel is an input pixel;
 - with ``drop_last`` (airbench's), an epoch leaves out its last, partial batch: every
   step trains on a full batch (a small last batch, trained at the full rate just before
-  validation, moved the batch-norm statistics that validation uses: RESULTS.md).
+  validation, moved the batch-norm statistics that validation uses: RESULTS.md);
+- with ``low_res`` (size, epochs), the batches of the first ``epochs`` epochs are shrunk
+  to size x size pixels after their flips and shifts (:func:`downsample`: area averages,
+  the same float32 numbers on every backend), the later ones stay as they are.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class Batches(keras.utils.PyDataset):
         alternate: bool = False,
         shift: int = 0,
         drop_last: bool = False,
+        low_res: tuple[int, int] = (0, 0),
     ):
         super().__init__(workers=WORKERS, use_multiprocessing=False, max_queue_size=4)
         if batch_size < 1:
@@ -78,6 +82,9 @@ class Batches(keras.utils.PyDataset):
         if shift and (seed is None or x.ndim != 4 or min(x.shape[1:3]) <= shift):
             raise ValueError("shifts are drawn at random on images (N, H, W, C): give a seed")
         self.alternate, self.shift, self.drop_last = alternate, int(shift), drop_last
+        self.low_res, self.low_res_epochs = (int(v) for v in low_res)
+        if self.low_res_epochs and (x.ndim != 4 or self.low_res >= min(x.shape[1:3])):
+            raise ValueError(f"low_res {self.low_res}: smaller than the images (N, H, W, C)")
         self.x, self.y, self.x_mirror = x, y, x_mirror
         self.batch_size, self.seed = batch_size, seed
         self.epoch = first_epoch
@@ -104,6 +111,10 @@ class Batches(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, epoch, 1])
         return rng.integers(-self.shift, self.shift + 1, size=(len(self.x), 2))
 
+    def shrunk(self, epoch: int) -> bool:
+        """Whether ``epoch``'s batches are shrunk to ``low_res`` pixels."""
+        return epoch < self.low_res_epochs
+
     def _draw(self) -> None:
         self.order, self.mirrored = self.epoch_order(self.epoch)
         self.shifts = self.epoch_shifts(self.epoch)
@@ -125,6 +136,8 @@ class Batches(keras.utils.PyDataset):
             batch[pick] = self.x_mirror[idx[pick]]
         if self.shifts is not None:
             batch = crop(batch, self.shifts[idx], self.shift)
+        if self.shrunk(self.epoch):
+            batch = downsample(batch, self.low_res)
         return batch if self.y is None else (batch, self.y[idx])
 
     def on_epoch_end(self) -> None:
@@ -133,13 +146,14 @@ class Batches(keras.utils.PyDataset):
 
     def plan(self, epochs: int = 1) -> tuple[np.ndarray, ...]:
         """``epochs`` epochs from the current one on, batch after batch: the rows of each
-        batch (zero-padded to the batch size), its size, which rows are mirrored and
-        their shifts (zeros without)."""
+        batch (zero-padded to the batch size), its size, which rows are mirrored, their
+        shifts (zeros without) and whether it is shrunk (:meth:`shrunk`)."""
         bs, steps = self.batch_size, len(self)
         rows = np.zeros((epochs * steps, bs), dtype=np.int64)
         sizes = np.zeros(epochs * steps, dtype=np.int64)
         flips = np.zeros((epochs * steps, bs), dtype=bool)
         offsets = np.zeros((epochs * steps, bs, 2), dtype=np.int64)
+        shrunk = np.repeat([self.shrunk(self.epoch + e) for e in range(epochs)], steps)
         for e in range(epochs):
             order, mirrored = self.epoch_order(self.epoch + e)
             shifts = self.epoch_shifts(self.epoch + e)
@@ -151,7 +165,24 @@ class Batches(keras.utils.PyDataset):
                     flips[e * steps + i, : len(idx)] = mirrored[idx]
                 if shifts is not None:
                     offsets[e * steps + i, : len(idx)] = shifts[idx]
-        return rows, sizes, flips, offsets
+        return rows, sizes, flips, offsets, shrunk
+
+
+def area_matrix(size: int, out: int) -> np.ndarray:
+    """(out, size) weights that shrink ``size`` pixels to ``out``: each output pixel the
+    average of the input span it covers, the pixels cut by its edges in proportion."""
+    edges = np.arange(out + 1) * size / out
+    pixel = np.arange(size)
+    overlap = np.minimum(edges[1:, None], pixel + 1) - np.maximum(edges[:-1, None], pixel)
+    return (np.clip(overlap, 0, None) * out / size).astype(np.float32)
+
+
+def downsample(batch: np.ndarray, size: int) -> np.ndarray:
+    """``batch`` (B, H, W, C) shrunk to (B, size, size, C) float32 by area averages
+    (:func:`area_matrix` along the height, then the width)."""
+    rows, cols = area_matrix(batch.shape[1], size), area_matrix(batch.shape[2], size)
+    x = np.einsum("oh,bhwc->bowc", rows, batch.astype(np.float32))
+    return np.einsum("pw,bowc->bopc", cols, x)
 
 
 def crop(batch: np.ndarray, shifts: np.ndarray, shift: int) -> np.ndarray:
@@ -171,15 +202,17 @@ def training_batches(x, y, cfg, seed: int, first_epoch: int = 0, x_mirror=None) 
     its batch size, and with ``cfg.flip_mode == "alternate"`` the mirror images made
     here (the model then has no flip layer, cifarlab.models); with ``cfg.pixel_shifts``
     the whole-pixel shifts of up to ``cfg.translate`` of the size (the model then has no
-    translation layer); with ``cfg.drop_last`` only full batches."""
+    translation layer); with ``cfg.drop_last`` only full batches; with ``cfg.low_res``
+    the first ``cfg.low_res_epochs`` epochs shrunk."""
     alternate = cfg.flip and cfg.flip_mode == "alternate"
     shift = batch_shift(cfg, x.shape[1])
     if alternate and x_mirror is None:
         x_mirror = np.ascontiguousarray(x[:, :, ::-1])
     targets = one_hot(y, cfg.stats.num_classes)
     return Batches(
-        x, targets, cfg.batch_size, seed, first_epoch, x_mirror, alternate, shift, cfg.drop_last
-    )
+        x, targets, cfg.batch_size, seed, first_epoch, x_mirror, alternate, shift, cfg.drop_last,
+        (cfg.low_res, cfg.low_res_epochs),
+    )  # fmt: skip
 
 
 def batch_shift(cfg, size: int = 32) -> int:

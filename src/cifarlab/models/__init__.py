@@ -55,7 +55,8 @@ from cifarlab.models.vgg16 import (
 )
 
 __all__ = [
-    "INPUT_SHAPE", "VGG16_CONVS", "VGG16_MEAN_RGB", "augmentation", "build", "build_baseline",
+    "INPUT_SHAPE", "VGG16_CONVS", "VGG16_MEAN_RGB", "at_full_size", "augmentation", "build",
+    "build_baseline",
     "build_overfit", "build_tuned", "build_vgg16", "load_vgg16_weights", "model_augmentation",
     "offline_vgg16_weights", "resolve_vgg16_weights", "vgg16_parts",
 ]  # fmt: skip
@@ -76,3 +77,13 @@ def build(config: TrainConfig, **kw) -> keras.Model:
         **kw: passed to the builder (``weights=`` for VGG16).
     """
     return BUILDERS[check_model(config.model)](config, **kw)
+
+
+def at_full_size(model: keras.Model, config: TrainConfig) -> keras.Model:
+    """A model trained with shrunk early epochs (``config.low_res``) as every other
+    model is saved: the same weights on an input of the full (32, 32, 3) pixels."""
+    if not config.low_res_epochs:
+        return model
+    fixed = build(config.replace(low_res=0, low_res_epochs=0))
+    fixed.set_weights(model.get_weights())
+    return fixed

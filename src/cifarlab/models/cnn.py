@@ -51,7 +51,9 @@ def model_augmentation(config: TrainConfig) -> keras.Sequential | None:
 def model_inputs(config: TrainConfig):
     """The ``pixels`` input, the augmentation and the ``normalize`` layer."""
     stats = config.need_stats()
-    inputs = keras.Input(INPUT_SHAPE, name="pixels")  # raw 0-255 RGB
+    # raw 0-255 RGB; any size while the early epochs train on shrunk images (low_res)
+    shape = (None, None, INPUT_SHAPE[2]) if config.low_res_epochs else INPUT_SHAPE
+    inputs = keras.Input(shape, name="pixels")
     x = inputs
     augment = model_augmentation(config)
     if augment is not None:

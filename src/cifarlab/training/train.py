@@ -27,7 +27,7 @@ from cifarlab.data.batches import Batches, fit_data, one_hot, training_batches
 from cifarlab.data.datasets import Dataset, prepare
 from cifarlab.errors import CifarlabError
 from cifarlab.layout import Layout, atomic_path, layout, run_lock
-from cifarlab.models import build
+from cifarlab.models import at_full_size, build
 from cifarlab.models.airbench import init_from_data
 from cifarlab.training import callbacks, plan
 from cifarlab.training.evidence import write_artifacts
@@ -208,6 +208,7 @@ def train_model(
                 restored = cfg.restore_best and callbacks.restore_best(
                     model, work / "best0.weights.h5"
                 )
+                model = at_full_size(model, cfg)
                 extra = {"restored_best_weights": restored}
         extra["distribute"] = dist.describe()
         wall = time.time() - t0  # this process's time; a resumed run counts its own part

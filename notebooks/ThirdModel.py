@@ -118,12 +118,13 @@ tune.trials_table(out)
 
 # %% [markdown]
 # The winner as a network: its layers, parameters and forward FLOPs per image (compare
-# the baseline's in TrainingModels), what its augmentation does to a few training
-# images, its learning-rate schedule over the full training, and what to expect.
+# the baseline's in TrainingModels) and its drawing by `plot_model`, what its
+# augmentation does to a few training images, its learning-rate schedule over the full
+# training, and what to expect.
 
 # %%
 split, cfg = course.model_inputs("tuned", ds, profile, seed, out, overrides)
-card = course.architecture("tuned", cfg)
+card = course.architecture("tuned", cfg, out=out)
 visualize.show(
     course.augmentation("tuned", cfg, split, out),
     course.lr_schedule("tuned", cfg, len(split.y_train), out),

@@ -142,10 +142,11 @@ course.code(cnn._classic_cnn, cnn.build_baseline, recipe.compile_model)
 
 # %% [markdown]
 # The network, its size and its cost: parameters, and forward FLOPs per image (two per
-# multiply-add of the convolution and dense layers).
+# multiply-add of the convolution and dense layers), then the same layers drawn by
+# `keras.utils.plot_model`, each with the shape of what it outputs (it needs graphviz).
 
 # %%
-card = course.architecture("baseline", cfg)
+card = course.architecture("baseline", cfg, out=out)
 
 # %% [markdown]
 # What training shows the network: a few training images as the augmentation above
@@ -222,7 +223,7 @@ course.code(transfer.train_vgg16)
 
 # %%
 vgg_split, vgg_cfg = course.model_inputs("vgg16", ds, profile, seed, out, overrides)
-card = course.architecture("vgg16", vgg_cfg)
+card = course.architecture("vgg16", vgg_cfg, out=out)
 display(Markdown(course.training_words("vgg16", vgg_cfg, vgg_split, ds)))
 print(course.expected("vgg16", ds.name, profile, vgg_cfg.epochs, ds.num_classes))
 

@@ -124,6 +124,32 @@ def test_architecture_card_counts_what_the_built_model_holds():
     assert card["forward_mflops_per_image"] == round(count_flops(built) / 1e6, 1) == 109.8
 
 
+def test_the_architecture_is_drawn_by_plot_model_where_graphviz_is_installed(
+    tmp_path, monkeypatch, capsys
+):
+    import keras
+
+    from cifarlab.layout import layout
+
+    cfg = _cfg("baseline")
+    drawn, shown = [], []
+
+    def plot_model(model, to_file, **kw):  # graphviz's part: the tests' machine has no `dot`
+        drawn.append((model.name, kw))
+        Path(to_file).write_bytes(b"\x89PNG")
+
+    monkeypatch.setattr(keras.utils, "plot_model", plot_model)
+    monkeypatch.setattr(course.figures, "show", shown.append)
+    monkeypatch.setattr(course, "has_graphviz", lambda: False)
+    card = course.architecture("baseline", cfg, show_summary=False, out=tmp_path)
+    assert card["graph"] is None and drawn == shown == []
+    assert "lacks" in capsys.readouterr().out  # one line that says why, no error
+    monkeypatch.setattr(course, "has_graphviz", lambda: True)
+    card = course.architecture("baseline", cfg, show_summary=False, out=tmp_path)
+    assert card["graph"] == layout(tmp_path).figure("graph", "baseline") and card["graph"].is_file()
+    assert drawn == [("baseline", {"show_shapes": True, "dpi": 60})] and shown == [card["graph"]]
+
+
 RESULTS_MD = Path(__file__).resolve().parents[1] / "RESULTS.md"
 EXPECTED_HEADING = "## Expected figures"
 

@@ -287,9 +287,10 @@ def _augmentation_words(cfg: TrainConfig) -> str:
     return ", ".join(parts) or "none: the model sees each training image as it is"
 
 
-def architecture(name: str, cfg: TrainConfig, show_summary: bool = True) -> dict:
+def architecture(name: str, cfg: TrainConfig, show_summary: bool = True, out=None) -> dict:
     """``name`` built from ``cfg`` (VGG16 without downloading weights): prints Keras'
-    summary and returns the parameter counts and forward FLOPs per image."""
+    summary, with ``out`` draws it (:func:`graph`), and returns the parameter counts and
+    forward FLOPs per image."""
     from cifarlab.models import build
     from cifarlab.models.flops import count_flops
     from cifarlab.models.vgg16 import build_vgg16
@@ -304,6 +305,7 @@ def architecture(name: str, cfg: TrainConfig, show_summary: bool = True) -> dict
         "trainable_params": trainable,
         "forward_mflops_per_image": round(count_flops(model) / 1e6, 1),
         "layers": len(model.layers),
+        "graph": None if out is None else graph(model, layout(out).figure("graph", name)),
     }
     if name == "vgg16":  # what trains depends on the phase, not on the built model
         card.update(_vgg16_phases(model, cfg))
@@ -319,6 +321,33 @@ def architecture(name: str, cfg: TrainConfig, show_summary: bool = True) -> dict
         f"{card['forward_mflops_per_image']:,} MFLOP forward per 32x32 image"
     )
     return card
+
+
+def graph(model, path: Path) -> Path | None:
+    """``model`` drawn by Keras' ``plot_model`` (each layer with its output shape) to
+    ``path`` and shown; where graphviz is missing, one line that says so instead (its
+    layers are in the summary). Returns the picture's path, or None."""
+    import keras
+
+    if not has_graphviz():
+        print(
+            "(plot_model draws this network with graphviz, which this machine lacks: "
+            "`pip install pydot` and graphviz's `dot` program; Colab has both. "
+            "The summary above lists the same layers.)"
+        )
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keras.utils.plot_model(model, to_file=str(path), show_shapes=True, dpi=60)
+    figures.show(path)
+    return path
+
+
+def has_graphviz() -> bool:
+    """Whether ``plot_model`` can draw here: pydot installed and graphviz's ``dot`` found."""
+    import importlib.util
+    import shutil
+
+    return importlib.util.find_spec("pydot") is not None and shutil.which("dot") is not None
 
 
 def _vgg16_phases(model, cfg: TrainConfig) -> dict:

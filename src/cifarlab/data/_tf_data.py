@@ -41,7 +41,7 @@ def dataset(batches, epochs: int = 1) -> tf.data.Dataset:
         if batches.x_mirror is not None:
             flip = tf.reshape(flips[:size], [-1] + [1] * (len(batches.x.shape) - 1))
             x = tf.where(flip, tf.gather(held[-1], idx), x)
-        if s:  # as batches.crop: reflect-pad, then each image's rows and columns
+        if s:  # as batches.Batches.crops: reflect-pad, then each image's rows and columns
             x = tf.pad(x, [[0, 0], [s, s], [s, s], [0, 0]], mode="REFLECT")
             down, right = offsets[:size, :1], offsets[:size, 1:]
             h, w = batches.x.shape[1:3]

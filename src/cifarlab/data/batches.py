@@ -86,6 +86,9 @@ class Batches(keras.utils.PyDataset):
         if self.low_res_epochs and (x.ndim != 4 or self.low_res >= min(x.shape[1:3])):
             raise ValueError(f"low_res {self.low_res}: smaller than the images (N, H, W, C)")
         self.x, self.y, self.x_mirror = x, y, x_mirror
+        # shifted crops are cut from copies reflect-padded once (a row's slices, no
+        # per-pixel gather: BENCHMARKS.md, "the input pipeline against GPU training rates")
+        self.padded = [reflect_pad(a, self.shift) for a in (x, x_mirror) if a is not None]
         self.batch_size, self.seed = batch_size, seed
         self.epoch = first_epoch
         self._draw()
@@ -126,16 +129,29 @@ class Batches(keras.utils.PyDataset):
         """The rows of batch ``i`` of the current epoch."""
         return batch_rows(self.order, i, self.batch_size)
 
+    def crops(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` of the current epoch, each (or its mirror image, where the epoch
+        mirrors it) moved by its whole-pixel ``(down, right)`` shift, the border
+        reflected: a slice of the padded copy per image."""
+        h, w = self.x.shape[1:3]
+        out = np.empty((len(idx), h, w, *self.x.shape[3:]), self.x.dtype)
+        top, left = (self.shift - self.shifts[idx]).T.tolist()
+        mirror = np.zeros(len(idx), bool) if self.mirrored is None else self.mirrored[idx]
+        for k, (row, t, c, m) in enumerate(zip(idx.tolist(), top, left, mirror.tolist())):
+            out[k] = self.padded[m][row, t : t + h, c : c + w]
+        return out
+
     def __getitem__(self, i: int):
         if not 0 <= i < len(self):
             raise IndexError(f"batch {i} of {len(self)}")
         idx = self.indices(i)
-        batch = self.x[idx]
-        if self.mirrored is not None:  # one gather, then the mirrored rows replaced
-            pick = self.mirrored[idx]
-            batch[pick] = self.x_mirror[idx[pick]]
         if self.shifts is not None:
-            batch = crop(batch, self.shifts[idx], self.shift)
+            batch = self.crops(idx)
+        else:
+            batch = self.x[idx]
+            if self.mirrored is not None:  # one gather, then the mirrored rows replaced
+                pick = self.mirrored[idx]
+                batch[pick] = self.x_mirror[idx[pick]]
         if self.shrunk(self.epoch):
             batch = downsample(batch, self.low_res)
         return batch if self.y is None else (batch, self.y[idx])
@@ -185,16 +201,12 @@ def downsample(batch: np.ndarray, size: int) -> np.ndarray:
     return np.einsum("pw,bowc->bopc", cols, x)
 
 
-def crop(batch: np.ndarray, shifts: np.ndarray, shift: int) -> np.ndarray:
-    """``batch`` (B, H, W, C), each image moved by its whole-pixel ``(down, right)``
-    offset, the border reflected (NumPy's and TensorFlow's "reflect": the edge pixel is
-    not repeated)."""
-    pad = ((0, 0), (shift, shift), (shift, shift), (0, 0))
-    padded = np.pad(batch, pad, mode="reflect")
-    rows = shift - shifts[:, :1] + np.arange(batch.shape[1])  # (B, H) into the padded rows
-    cols = shift - shifts[:, 1:] + np.arange(batch.shape[2])
-    b = np.arange(len(batch))[:, None, None]
-    return padded[b, rows[:, :, None], cols[:, None, :]]
+def reflect_pad(x: np.ndarray, shift: int) -> np.ndarray | None:
+    """Images ``x`` (N, H, W, C) with ``shift`` pixels on each side reflected (NumPy's and
+    TensorFlow's "reflect": the edge pixel is not repeated); None without shifts."""
+    if not shift:
+        return None
+    return np.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="reflect")
 
 
 def training_batches(x, y, cfg, seed: int, first_epoch: int = 0, x_mirror=None) -> Batches:

@@ -61,7 +61,7 @@ def frontier(runs: list[str], figure: Path, title: str):
     from cifarlab.errors import CifarlabError
     from cifarlab.evaluation.figures import accuracy_vs_minutes, minutes_curve
     from cifarlab.evaluation.inference import dataset_for, predict_test
-    from cifarlab.models.flops import count_flops
+    from cifarlab.models.flops import count_flops, count_flops_at
 
     rows, curves, datasets = [], {}, {}
     for spec in runs:
@@ -78,18 +78,27 @@ def frontier(runs: list[str], figure: Path, title: str):
         acc = float((pred.probs.argmax(1) == pred.y).mean())
         meta, cfg = pred.meta, pred.meta["config"]
         curves[label] = minutes_curve(folder, model, label, acc)
-        fwd = count_flops(pred.model)
+        fwd, epochs = count_flops(pred.model), meta["epochs_run"]
         n_train, n_val = split_sizes(len(ds.y_train), cfg)
+        shrunk = min(cfg.get("low_res_epochs") or 0, epochs)  # epochs on shrunk batches
+        small = count_flops_at(pred.model, cfg["low_res"]) if shrunk else 0
         rows.append(
             {
                 "run": label,
                 "dataset": f"{ds.name} `{ds.checksum[:16]}`",
                 "network": network(cfg.get("network", cfg.get("hp", {}))),  # "hp" before 2026-12-07
                 "fwd MFLOP": round(fwd / 1e6),
-                "epochs": meta["epochs_run"],
-                # 3x forward per training image (forward + two backward products), 1x per
-                # validation image, every epoch
-                "train PFLOP": round(meta["epochs_run"] * fwd * (3 * n_train + n_val) / 1e15, 3),
+                "epochs": epochs,
+                # 3x forward per training image (forward + two backward products), at the
+                # shrunk size in the shrunk epochs; 1x per validation image, every epoch
+                "train PFLOP": round(
+                    (
+                        3 * n_train * ((epochs - shrunk) * fwd + shrunk * small)
+                        + epochs * fwd * n_val
+                    )
+                    / 1e15,
+                    3,
+                ),
                 "batch": cfg["batch_size"],
                 "training min": round(float(curves[label]["minutes"][-1]), 1),
                 "test accuracy": f"{100 * acc:.2f}%",

@@ -349,6 +349,7 @@ def test_shrunk_batches_are_area_averages_of_the_same_crops():
 def test_a_network_trained_on_shrunk_early_epochs_is_saved_at_full_size(tmp_path, tiny_data):
     import keras
 
+    from cifarlab.models.flops import count_flops, count_flops_at
     from cifarlab.training.train import train_model
 
     cfg = config.airbench_config(
@@ -360,6 +361,9 @@ def test_a_network_trained_on_shrunk_early_epochs_is_saved_at_full_size(tmp_path
     model = keras.saving.load_model(tmp_path / "saved_models" / "tuned.keras", safe_mode=True)
     assert model.input_shape == (None, 32, 32, 3)  # as every other saved model
     assert model.predict(_images(4), verbose=0).shape == (4, 10)
+    # its FLOPs in a shrunk epoch (benchmarks/frontier.py counts them): about (15 / 31)^2
+    full, small = count_flops(model), count_flops_at(model, 16)
+    assert count_flops_at(model, 32) == full and 0.2 < small / full < 0.3
 
 
 def _shift(x, s):

@@ -140,3 +140,17 @@ def test_training_rates_leave_out_the_set_up_of_the_fit_call():
     steady, whole = bench._timed_fit(SlowStart(), x, x, 8)
     assert 8 / 0.04 < steady <= 8 / 0.02, steady  # images/s of the steps alone
     assert whole < 8 * 20 / 1.4 < steady, whole
+
+
+def test_the_host_pipeline_script_reports_both_rates_beside_the_matmul_rate():
+    """benchmarks/host_pipeline.py (BENCHMARKS.md, the pipeline against GPU rates)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "host_pipeline.py"
+    spec = importlib.util.spec_from_file_location("host_pipeline", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rates = script.main(images=4096, batch_size=512)
+    assert rates["batches_images_per_s_one_thread"] > rates["fit_images_per_s"] > 0
+    assert rates["matmul_gflops"] > 0

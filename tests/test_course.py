@@ -335,6 +335,9 @@ def test_the_prose_states_the_numbers_of_the_config_it_runs(profile, real_data, 
         assert ("best validation epoch is kept" in words) == cfg.restore_best
         # the overfit model trains on a subset of the training split, the others on all
         assert ("a stratified subset" in words) == (name == "overfit"), words
+    shrunk = config.airbench_config(profile, epochs=5, low_res=24, low_res_epochs=2)
+    words = course.training_words("tuned", shrunk.with_stats([0] * 3, [1] * 3, 10), split, ds)
+    assert "trains 5 epochs (the first 2 on images shrunk to 24x24 pixels" in words
     split, cfg = course.model_inputs("baseline", ds, profile, 0, tmp_path)
     text = course.protocol(ds, split, cfg)
     assert f"**{len(split.y_train):,} for training**" in text

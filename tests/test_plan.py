@@ -142,6 +142,13 @@ def test_vgg16_keeps_a_head_and_a_fine_tuning_phase_at_any_count():
         assert c.epochs == n and 1 <= c.network["head_epochs"] < n
 
 
+def test_shrunk_early_epochs_keep_their_share_of_any_planned_count():
+    cfg = config.airbench_config("cpu", epochs=10, low_res=24, low_res_epochs=4)
+    for n, shrunk in ((1, 0), (2, 1), (5, 2), (10, 4), (20, 8)):
+        c = plan.with_epochs(cfg, n).validate()  # never all shrunk, one at full size alone
+        assert (c.epochs, c.low_res_epochs, bool(c.low_res)) == (n, shrunk, shrunk > 0)
+
+
 @pytest.mark.slow
 def test_a_model_trains_the_epochs_its_plan_gives_and_records_plan_and_actual(tmp_path, real_data):
     from cifarlab.training.train import train_model

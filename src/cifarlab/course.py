@@ -115,8 +115,14 @@ def training_words(name: str, cfg: TrainConfig, split, ds: Dataset) -> str:
             f"{'each epoch takes an image or its mirror' if cfg.network.get('mirror_features') else 'none'}; "
             f"{stop}; {kept}."
         )
+    shrunk = (
+        f" (the first {cfg.low_res_epochs} on images shrunk to {cfg.low_res}x{cfg.low_res} "
+        "pixels: cheaper steps)"
+        if cfg.low_res_epochs
+        else ""
+    )
     return (
-        f"**{name}** trains {cfg.epochs} epochs at batch {cfg.batch_size} on {images}, "
+        f"**{name}** trains {cfg.epochs} epochs{shrunk} at batch {cfg.batch_size} on {images}, "
         f"validated on all {len(split.y_val):,} validation images; augmentation: "
         f"{_augmentation_words(cfg)}; {cfg.optimizer} at a peak learning rate of "
         f"{cfg.learning_rate:g}, {schedule}; {stop}; {kept}."

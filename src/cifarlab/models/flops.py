@@ -22,3 +22,15 @@ def count_flops(model) -> int:
             c_in, c_out = layer.kernel.shape
             flops += 2 * c_in * c_out
     return int(flops)
+
+
+def count_flops_at(model, size: int) -> int:
+    """:func:`count_flops` of ``model``'s network (inside any test-time wrapper) on
+    ``size`` x ``size`` images: an epoch of shrunk batches (``TrainConfig.low_res``)."""
+    import keras
+
+    from cifarlab.models.tta import network
+
+    net = network(model)
+    small = keras.Input((size, size, net.input_shape[-1]))
+    return count_flops(keras.models.clone_model(net, input_tensors=small))

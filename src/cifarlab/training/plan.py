@@ -170,8 +170,12 @@ def planned_config(out, cfg: TrainConfig, count: int) -> TrainConfig:
 
 
 def with_epochs(cfg: TrainConfig, epochs: int) -> TrainConfig:
-    """``cfg`` at ``epochs``; VGG16's head and fine-tuning epochs in the recipe's ratio
-    (at least one of each where there are two)."""
+    """``cfg`` at ``epochs``; VGG16's head and fine-tuning epochs, and shrunk and
+    full-size epochs (``low_res_epochs``), in the recipe's ratio (at least one of each
+    where there are two; a single epoch is at full size)."""
+    if cfg.low_res_epochs:
+        low = min(max(1, round(epochs * cfg.low_res_epochs / cfg.epochs)), epochs - 1)
+        cfg = cfg.replace(low_res_epochs=low, low_res=cfg.low_res if low else 0)
     if cfg.model != "vgg16":
         return cfg.replace(epochs=epochs)
     head = max(1, round(epochs * cfg.network["head_epochs"] / cfg.epochs))

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from cifarlab.data.batches import area_matrix
-
 #: Batches gathered ahead of the training step, and threads gathering them.
 PREFETCH = 2
 
@@ -33,6 +31,7 @@ def dataset(batches, epochs: int = 1) -> tf.data.Dataset:
     data = tf.data.Dataset.zip((plan, tf.data.Dataset.from_tensors(held).repeat()))
 
     s = batches.shift
+    weights = batches.shrink_weights() if batches.low_res_epochs else None
 
     def gather(step, held):
         rows, size, flips, offsets, shrunk = step
@@ -49,7 +48,7 @@ def dataset(batches, epochs: int = 1) -> tf.data.Dataset:
             x = tf.gather(x, s - right + tf.range(w, dtype=right.dtype), axis=2, batch_dims=1)
         if batches.low_res_epochs:  # as batches.downsample, in the epochs it shrinks
             x = tf.cast(x, tf.float32)
-            x = tf.cond(shrunk, lambda: downsample(x, batches.low_res), lambda: x)
+            x = tf.cond(shrunk, lambda: downsample(x, *weights), lambda: x)
         if batches.y is None:
             return x
         return x, tf.gather(held[1], idx)
@@ -62,7 +61,7 @@ def dataset(batches, epochs: int = 1) -> tf.data.Dataset:
     return data.with_options(options)
 
 
-def downsample(x, size: int):
-    """``x`` (B, H, W, C) float32 shrunk to size x size (cifarlab.data.batches.downsample)."""
-    rows, cols = area_matrix(x.shape[1], size), area_matrix(x.shape[2], size)
+def downsample(x, rows, cols):
+    """``x`` (B, H, W, C) float32 shrunk by the area weights ``rows`` and ``cols``
+    (cifarlab.data.batches.downsample)."""
     return tf.einsum("pw,bowc->bopc", cols, tf.einsum("oh,bhwc->bowc", rows, x))

@@ -114,6 +114,12 @@ class Batches(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, epoch, 1])
         return rng.integers(-self.shift, self.shift + 1, size=(len(self.x), 2))
 
+    def shrink_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """The area weights (:func:`area_matrix`) that shrink the rows and the columns of
+        these images to ``low_res`` pixels."""
+        h, w = self.x.shape[1:3]
+        return area_matrix(h, self.low_res), area_matrix(w, self.low_res)
+
     def shrunk(self, epoch: int) -> bool:
         """Whether ``epoch``'s batches are shrunk to ``low_res`` pixels."""
         return epoch < self.low_res_epochs

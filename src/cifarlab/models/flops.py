@@ -33,4 +33,6 @@ def count_flops_at(model, size: int) -> int:
 
     net = network(model)
     small = keras.Input((size, size, net.input_shape[-1]))
+    # the structure of the model's input: a list of one in Keras 3.10's loaded models
+    small = [small] if isinstance(net.input, (list, tuple)) else small
     return count_flops(keras.models.clone_model(net, input_tensors=small))

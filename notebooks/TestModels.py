@@ -93,7 +93,7 @@ evaluate.confused_pairs_table(out)
 # %%
 evaluate.per_class_table(out, table.sort_values("test_accuracy").iloc[-1]["model"])
 
-# %% [markdown]
+# %% [markdown] tags=["only-with-output"]
 # ## Superclasses (CIFAR-100 only)
 # CIFAR-100's 100 classes come in 20 superclasses of five (the five trees, the five
 # people, ...). Scored on superclasses, a wrong class inside the right superclass counts
@@ -102,7 +102,7 @@ evaluate.per_class_table(out, table.sort_values("test_accuracy").iloc[-1]["model
 # results table's `top10_confusions_within_superclass` is their share among each model's
 # ten most frequent mistakes (4% if mistakes fell on the other classes at random).
 
-# %%
+# %% tags=["only-with-output"]
 best = table.sort_values("test_accuracy").iloc[-1]["model"]
 shown = None  # nothing to show where the dataset has no superclasses
 if "superclass_accuracy" in table:

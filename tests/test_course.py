@@ -439,6 +439,18 @@ def test_the_reading_after_a_training_is_written_from_its_saved_metadata():
     barely = course.after_training({**meta, "best_val_accuracy": 0.15, "final_train_accuracy": 0.2,
                                     "final_val_accuracy": 0.15, "restored_best_weights": True})  # fmt: skip
     assert "learned little yet" in barely and "best validation epoch's (15.0%)" in barely
+    # vgg16 keeps its fine-tuning phase's best epoch, not the best of both phases (the
+    # smoke series' vgg16: phase 1 reached 32.0%, the one fine-tuning epoch 31.0%)
+    from cifarlab.training.evidence import kept_val_accuracy
+
+    records = [{"phase": 1, "val_accuracy": 0.29}, {"phase": 1, "val_accuracy": 0.32},
+               {"phase": 2, "val_accuracy": 0.31}]  # fmt: skip
+    assert kept_val_accuracy(records, True) == 0.31 == kept_val_accuracy(records, False)
+    assert kept_val_accuracy(records + [{"phase": 2, "val_accuracy": 0.30}], True) == 0.31
+    assert kept_val_accuracy(records + [{"phase": 2, "val_accuracy": 0.30}], False) == 0.30
+    vgg = {**meta, "name": "vgg16", "best_val_accuracy": 0.32, "kept_val_accuracy": 0.31,
+           "restored_best_weights": True, "vgg16": {"finetune_epochs": 1}}  # fmt: skip
+    assert "best validation epoch's of the fine-tuning phase (31.0%)" in course.after_training(vgg)
 
 
 def test_the_search_reading_names_the_winner_and_its_rate_at_the_final_batch():

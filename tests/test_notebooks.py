@@ -428,6 +428,29 @@ def test_executed_notebooks_show_no_stderr_no_warning_and_no_absolute_path(execu
                 assert not ABSOLUTE.search(text), (name, ABSOLUTE.search(text), text[:300])
 
 
+def test_a_section_for_other_data_is_left_out_where_it_shows_nothing(executed, tmp_path):
+    """TestModels' superclass section on CIFAR-10 (no superclasses): left out of the
+    executed notebook; a tagged section whose code showed something stays."""
+    from cifarlab import notebooks
+
+    out, _ = executed
+    nb = nbformat.read(out / "reports" / "notebooks" / "TestModels.ipynb", as_version=4)
+    assert not any("Superclasses" in c.source for c in nb.cells)
+    assert any("Reading the results" in c.source for c in nb.cells)  # the rest is there
+    tag = {"tags": [notebooks.ONLY_WITH_OUTPUT]}
+    shown = nbformat.v4.new_code_cell("1", metadata=tag, outputs=[
+        nbformat.v4.new_output("execute_result", {"text/plain": "1"}, execution_count=1)])  # fmt: skip
+    cells = [nbformat.v4.new_markdown_cell("## A", metadata=tag), shown,
+             nbformat.v4.new_markdown_cell("## B")]  # fmt: skip
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(path))
+    assert not notebooks.drop_sections_without_output(path)  # its code showed something
+    shown.outputs = []
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(path))
+    assert notebooks.drop_sections_without_output(path)
+    assert [c.source for c in nbformat.read(path, as_version=4).cells] == ["## B"]
+
+
 def test_a_kernels_low_level_standard_error_goes_to_the_log_not_the_notebook(tmp_path):
     """C++ libraries (TensorFlow's start-up lines) write to file descriptor 2 directly;
     Python's own warnings still reach the notebook, where a reader should see them."""

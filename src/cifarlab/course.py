@@ -133,12 +133,15 @@ def after_training(meta: dict) -> str:
     """A reading of one training, from the metadata saved beside the model: the accuracy
     against chance, the gap between training and validation, the epoch kept."""
     k = int(meta["dataset"]["num_classes"])
-    val, best = meta["final_val_accuracy"], meta["best_val_accuracy"]
-    train_acc = meta["final_train_accuracy"]
+    val, train_acc = meta["final_val_accuracy"], meta["final_train_accuracy"]
+    restored = meta.get("restored_best_weights")
+    # what the saved weights score (saved before 2026-12-07: the best epoch's or the last's)
+    best = meta.get("kept_val_accuracy", meta["best_val_accuracy"] if restored else val)
     gap = 100 * (train_acc - val)
+    phase = " of the fine-tuning phase" if meta.get("vgg16", {}).get("finetune_epochs") else ""
     kept = (
-        f"the weights kept are the best validation epoch's ({best:.1%})"
-        if meta.get("restored_best_weights")
+        f"the weights kept are the best validation epoch's{phase} ({best:.1%})"
+        if restored
         else f"the weights kept are the last epoch's ({val:.1%} validation)"
     )
     lines = [
@@ -181,10 +184,11 @@ def search_reading(search: dict) -> str:
     from cifarlab.training.winner import trial_number
 
     win, cfg = search["winner"], search["config"]
+    epochs = search["budget"]["epochs"]
     text = (
         f"**The winner: trial {trial_number(win['trial_id'])}** (validation accuracy "
-        f"{win['val_accuracy']:.1%} after {search['budget']['epochs']} epochs of its trial): "
-        f"{win['why']}."
+        f"{win['val_accuracy']:.1%} after {epochs} epoch{'s' if epochs != 1 else ''} of its "
+        f"trial): {win['why']}."
     )
     trial_batch = search["budget"]["batch_size"]
     if trial_batch and trial_batch != cfg["batch_size"]:

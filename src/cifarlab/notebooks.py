@@ -47,6 +47,30 @@ def export_html(notebook: Path) -> Path:
     return target
 
 
+#: The tag of a section that applies to some data only (TestModels' superclasses): its
+#: cells are left out of the executed notebook where its code cells showed nothing.
+ONLY_WITH_OUTPUT = "only-with-output"
+
+
+def drop_sections_without_output(notebook: Path) -> bool:
+    """Leave the cells tagged :data:`ONLY_WITH_OUTPUT` out of the executed ``notebook``
+    when none of its tagged code cells has an output; True when it did."""
+    import nbformat
+
+    from cifarlab.layout import atomic_path
+
+    nb = nbformat.read(notebook, as_version=4)
+    tagged = [c for c in nb.cells if ONLY_WITH_OUTPUT in c.get("metadata", {}).get("tags", [])]
+    code = [c for c in tagged if c.cell_type == "code"]
+    if not code or any(c.get("outputs") for c in code):
+        return False
+    dropped = {id(c) for c in tagged}
+    nb.cells = [c for c in nb.cells if id(c) not in dropped]
+    with atomic_path(notebook) as tmp:
+        nbformat.write(nb, str(tmp))
+    return True
+
+
 def _size(path: Path) -> str:
     return f"{path.stat().st_size / 1024:,.0f} KB"
 
@@ -266,6 +290,7 @@ def run_notebooks(
                 f"notebook {name}.ipynb stopped: {type(exc).__name__}: {str(exc)[:200]}; "
                 f"the kernel's own messages are in {log}"
             ) from None
+        drop_sections_without_output(target)
         html = export_html(target)
         print(
             f"      done in {time.time() - t0:.0f} s: {target.name} {_size(target)}, "

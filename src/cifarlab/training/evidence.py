@@ -112,6 +112,7 @@ def write_artifacts(
         "params": int(model.count_params()),
         **(extra or {}),
     }
+    meta["kept_val_accuracy"] = kept_val_accuracy(records, meta.get("restored_best_weights"))
     with atomic_path(out.history(name)) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, hist, allow_pickle=False)
@@ -119,6 +120,17 @@ def write_artifacts(
         model_for_saving(model, cfg).save(str(tmp))
     write_json(out.meta(name), meta, indent=2, default=_json_default)
     return meta
+
+
+def kept_val_accuracy(records: list[dict], restored: bool | None) -> float | None:
+    """The validation accuracy of the weights saved: the best epoch of the last phase
+    where its best weights were restored (VGG16 restores each phase's), else the last
+    epoch's."""
+    if not records:
+        return None
+    phase = [r for r in records if r.get("phase") == records[-1].get("phase")]
+    scores = [r["val_accuracy"] for r in (phase if restored else phase[-1:]) if "val_accuracy" in r]
+    return float(max(scores)) if scores else None
 
 
 def inference_in_float32(model: keras.Model) -> keras.Model:

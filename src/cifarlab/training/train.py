@@ -227,9 +227,8 @@ def train_model(
         )
     out.remove_work(name)
     scored = (  # what the saved weights score: the best epoch's, or the last one's
-        f"best val accuracy {meta['best_val_accuracy']:.4f}"
-        if cfg.restore_best
-        else f"last epoch's val accuracy {meta['final_val_accuracy']:.4f}, kept"
+        f"{'best' if meta.get('restored_best_weights') else 'last'} epoch's val accuracy "
+        f"{meta['kept_val_accuracy']:.4f} kept"
     )
     print(
         f"saved {out.model(name)} ({scored}, {meta['epochs_run']} epochs, {wall:.0f} s)", flush=True

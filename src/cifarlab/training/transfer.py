@@ -123,7 +123,7 @@ def train_vgg16(
         flush=True,
     )
     records = fit(top, cfg, phase=1, epochs=head_epochs, **data)
-    restore_best(top, work / "best1.weights.h5")
+    restored = restore_best(top, work / "best1.weights.h5")
     seconds["head"] = lap()
     if ft_epochs > 0:
         for layer in vgg_top:
@@ -139,9 +139,10 @@ def train_vgg16(
         )
         rec2 = fit(top, ft, phase=2, epochs=ft_epochs, **data)
         records = records + [{**r, "epoch": r["epoch"] + head_epochs} for r in rec2]
-        restore_best(top, work / "best2.weights.h5")
+        restored = restore_best(top, work / "best2.weights.h5")
         seconds["finetune"] = lap()
     extra = {
+        "restored_best_weights": restored,  # the last phase's best epoch, as saved
         "weights_source": model.weights_source,
         "vgg16": {
             "image_size": net["image_size"],

@@ -174,13 +174,18 @@ def with_epochs(cfg: TrainConfig, epochs: int) -> TrainConfig:
     full-size epochs (``low_res_epochs``), in the recipe's ratio (at least one of each
     where there are two; a single epoch is at full size)."""
     if cfg.low_res_epochs:
-        low = min(max(1, round(epochs * cfg.low_res_epochs / cfg.epochs)), epochs - 1)
+        low = _first_part(epochs, cfg.low_res_epochs, cfg.epochs)
         cfg = cfg.replace(low_res_epochs=low, low_res=cfg.low_res if low else 0)
     if cfg.model != "vgg16":
         return cfg.replace(epochs=epochs)
-    head = max(1, round(epochs * cfg.network["head_epochs"] / cfg.epochs))
-    head = min(head, epochs - 1) if epochs >= 2 else epochs
+    head = _first_part(epochs, cfg.network["head_epochs"], cfg.epochs) if epochs >= 2 else epochs
     return cfg.replace(epochs=epochs, network={**cfg.network, "head_epochs": head})
+
+
+def _first_part(epochs: int, part: int, whole: int) -> int:
+    """The first of two phases of ``epochs`` in the ratio ``part / whole``, at least one
+    epoch each (0 where ``epochs`` is 1)."""
+    return min(max(1, round(epochs * part / whole)), epochs - 1)
 
 
 def record(

@@ -322,9 +322,7 @@ def test_shrunk_batches_are_area_averages_of_the_same_crops():
         translate=2 / 32, pixel_shifts=True, low_res=24, low_res_epochs=2,
     )  # fmt: skip
     seq = batches.training_batches(x, np.arange(40) % 10, cfg, seed=0)
-    full = batches.training_batches(
-        x, np.arange(40) % 10, cfg.replace(low_res_epochs=0, low_res=0), 0
-    )
+    full = batches.training_batches(x, np.arange(40) % 10, cfg.full_size(), 0)
     for epoch in range(3):  # the first two epochs shrunk, then full size: the same crops
         for i in range(len(seq)):
             got, want = seq[i][0], full[i][0]
@@ -594,7 +592,17 @@ def test_on_a_gpu_and_a_cpu_the_search_starts_from_airbench():
     assert cpu.network["arch"] == "airbench" and cpu.network["widths"] == [64, 256, 256]
     assert (cpu.batch_size, cpu.epochs, cpu.learning_rate) == (512, 13, 0.75)
     assert cpu.network["whiten"] and cpu.lookahead == 5 and cpu.tta_shift == 1
-    assert config.airbench_config("cpu").to_dict() == cpu.to_dict()
+    # the ablation's base: the recipe but its shrunk early epochs (5 of 13 at 24x24)
+    assert (cpu.low_res, cpu.low_res_epochs) == (24, 5)
+    full_size = cpu.full_size()
+    assert config.airbench_config("cpu").to_dict() == full_size.to_dict()
+    # the trials compare at full size; the final training shrinks as the recipe has it
+    trial = tune.trial_config("cpu", config.SEARCH_BUDGET["cpu"]["batch_size"])
+    assert trial.low_res_epochs == 0
+    final = tune.final_config(kt.HyperParameters(), trial, cpu)
+    assert (final.low_res, final.low_res_epochs, final.epochs) == (24, 5, 13)
+    # another --epochs keeps the share of shrunk ones
+    assert config.model_config("tuned", "cpu", epochs=3).low_res_epochs == 1
     assert "width" not in cpu.network  # no residual-net keys in an airbench config
     # its trials may not take widths past the cpu budget's (128/384/384 is 2.5x the FLOPs)
     budget = config.SEARCH_BUDGET["cpu"]

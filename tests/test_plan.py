@@ -149,6 +149,26 @@ def test_shrunk_early_epochs_keep_their_share_of_any_planned_count():
         assert (c.epochs, c.low_res_epochs, bool(c.low_res)) == (n, shrunk, shrunk > 0)
 
 
+def test_a_shrunk_step_is_timed_and_its_epochs_share_in_the_rate(tmp_path, monkeypatch):
+    from cifarlab.training import timing
+
+    monkeypatch.setenv("CIFARLAB_CACHE_DIR", str(tmp_path))
+    cfg = config.airbench_config(
+        "smoke", epochs=5, batch_size=32, low_res=16, low_res_epochs=2
+    ).with_stats([120.0] * 3, [64.0] * 3, 10)
+    m = timing.cached_measure(cfg)
+    assert m["low_res_step_s"] > 0 and m["train_step_s"] > 0
+    # the epoch: 2 of 5 epochs' steps shrunk, 3 at full size
+    fake = {**m, "train_step_s": 1.0, "low_res_step_s": 0.5}
+    assert timing.train_step_s(cfg, fake) == pytest.approx(0.8)
+    assert timing.train_step_s(cfg.full_size(), fake) == 1.0
+    monkeypatch.setattr(timing, "cached_measure", lambda c: fake)
+    sizes = {"train": 320, "val": 64, "test": 64}
+    full = timing.model_rate(cfg.full_size(), sizes, progress=False)
+    shrunk = timing.model_rate(cfg, sizes, progress=False)
+    assert full.unit_s - shrunk.unit_s == pytest.approx(10 * 0.2)  # 10 steps, 0.2 s each
+
+
 @pytest.mark.slow
 def test_a_model_trains_the_epochs_its_plan_gives_and_records_plan_and_actual(tmp_path, real_data):
     from cifarlab.training.train import train_model

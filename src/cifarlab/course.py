@@ -256,7 +256,8 @@ def samples(ds: Dataset, split, out, seed: int = 0) -> Path:
 def augmented_views(cfg: TrainConfig, x: np.ndarray, views: int = 6) -> np.ndarray:
     """``(len(x), views, 32, 32, 3)``: each image as stored, then ``views - 1`` epochs of
     what training does to it (seeded): the batches' alternating flips and whole-pixel
-    shifts (cifarlab.data.batches), then the model's own augmentation layers in training mode."""
+    shifts (cifarlab.data.batches), then the model's own augmentation layers in training
+    mode. A shrunk early epoch's view (``low_res``) is enlarged back, pixel by pixel."""
     import keras
 
     from cifarlab.data.batches import training_batches
@@ -269,6 +270,10 @@ def augmented_views(cfg: TrainConfig, x: np.ndarray, views: int = 6) -> np.ndarr
     out = [x]
     for _ in range(views - 1):
         batch = seen[0][0]  # one batch: every image, in order
+        if batch.shape[1] != x.shape[1]:  # shrunk: each pixel drawn as a block
+            rows = np.arange(x.shape[1]) * batch.shape[1] // x.shape[1]
+            cols = np.arange(x.shape[2]) * batch.shape[2] // x.shape[2]
+            batch = batch[:, rows][:, :, cols]
         if layer is not None:
             batch = np.asarray(keras.ops.convert_to_numpy(layer(batch, training=True)))
         out.append(batch)
@@ -294,17 +299,24 @@ def _augmentation_words(cfg: TrainConfig) -> str:
         shift = f"random shift by 0-{batch_shift(cfg)} whole pixels (reflect-padded crop)"
     parts = ([flip] if cfg.flip else []) + ([shift] if cfg.translate else [])
     parts += [f"random rotation up to {cfg.rotation * 360:.0f} deg"] if cfg.rotation else []
+    if cfg.low_res_epochs:
+        parts.append(
+            f"the first {cfg.low_res_epochs} epochs shrunk to {cfg.low_res}x{cfg.low_res} "
+            "(drawn enlarged)"
+        )
     return ", ".join(parts) or "none: the model sees each training image as it is"
 
 
 def architecture(name: str, cfg: TrainConfig, show_summary: bool = True, out=None) -> dict:
     """``name`` built from ``cfg`` (VGG16 without downloading weights): prints Keras'
     summary, with ``out`` draws it (:func:`graph`), and returns the parameter counts and
-    forward FLOPs per image."""
+    forward FLOPs per image, at the full size it is saved at (shrunk early epochs, where
+    ``cfg`` has them, cost less)."""
     from cifarlab.models import build
     from cifarlab.models.flops import count_flops
     from cifarlab.models.vgg16 import build_vgg16
 
+    cfg = cfg.full_size()
     model = build_vgg16(cfg, weights="none") if name == "vgg16" else build(cfg)
     if show_summary:
         model.summary(line_length=100, expand_nested=False)

@@ -77,9 +77,8 @@ def _measure_backend(profile: str, models: list[str], steps: int) -> list[dict]:
         plan += [(n, "float32") for n in networks if n in ("baseline", "tuned", "airbench")]
     for name, precision in plan:
         recipe.set_precision(precision)
-        cfg = config.model_config("tuned" if name == "airbench" else name, profile).replace(
-            stats=RANDOM_IMAGE_STATS
-        )
+        cfg = config.model_config("tuned" if name == "airbench" else name, profile)
+        cfg = cfg.full_size().replace(stats=RANDOM_IMAGE_STATS)  # the 32x32 step
         if name == "airbench":
             cfg = cfg.replace(network={"arch": "airbench", **airbench.DEFAULTS})
         if name == "vgg16":

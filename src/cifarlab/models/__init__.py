@@ -84,6 +84,6 @@ def at_full_size(model: keras.Model, config: TrainConfig) -> keras.Model:
     model is saved: the same weights on an input of the full (32, 32, 3) pixels."""
     if not config.low_res_epochs:
         return model
-    fixed = build(config.replace(low_res=0, low_res_epochs=0))
+    fixed = build(config.full_size())
     fixed.set_weights(model.get_weights())
     return fixed

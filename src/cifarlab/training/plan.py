@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifarlab import config
-from cifarlab.config import TrainConfig
+from cifarlab.config import TrainConfig, first_part
 from cifarlab.errors import CifarlabError
 from cifarlab.layout import atomic_path, layout
 
@@ -173,19 +173,10 @@ def with_epochs(cfg: TrainConfig, epochs: int) -> TrainConfig:
     """``cfg`` at ``epochs``; VGG16's head and fine-tuning epochs, and shrunk and
     full-size epochs (``low_res_epochs``), in the recipe's ratio (at least one of each
     where there are two; a single epoch is at full size)."""
-    if cfg.low_res_epochs:
-        low = _first_part(epochs, cfg.low_res_epochs, cfg.epochs)
-        cfg = cfg.replace(low_res_epochs=low, low_res=cfg.low_res if low else 0)
     if cfg.model != "vgg16":
-        return cfg.replace(epochs=epochs)
-    head = _first_part(epochs, cfg.network["head_epochs"], cfg.epochs) if epochs >= 2 else epochs
-    return cfg.replace(epochs=epochs, network={**cfg.network, "head_epochs": head})
-
-
-def _first_part(epochs: int, part: int, whole: int) -> int:
-    """The first of two phases of ``epochs`` in the ratio ``part / whole``, at least one
-    epoch each (0 where ``epochs`` is 1)."""
-    return min(max(1, round(epochs * part / whole)), epochs - 1)
+        return cfg.at_epochs(epochs)
+    head = first_part(epochs, cfg.network["head_epochs"], cfg.epochs) if epochs >= 2 else epochs
+    return cfg.at_epochs(epochs).replace(network={**cfg.network, "head_epochs": head})
 
 
 def record(

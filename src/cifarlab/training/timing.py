@@ -57,7 +57,7 @@ def measure_model(cfg: TrainConfig, steps: int = 3) -> dict:
     and the start-up (build, compile, first steps) it costs once."""
     import keras
 
-    from cifarlab.data.batches import one_hot
+    from cifarlab.data.batches import downsample, one_hot
     from cifarlab.models import airbench, build, quiet
     from cifarlab.models.vgg16 import build_vgg16, vgg16_parts
     from cifarlab.training.recipe import compile_model, set_precision
@@ -86,6 +86,11 @@ def measure_model(cfg: TrainConfig, steps: int = 3) -> dict:
     out["val_batch_s"] = _timed_predict(model, x, bs, 2)
     # build + compile + the first steps' tracing, once per training
     out["startup_s"] = (t1 - t0) + steady - (steps + 2) * out["train_step_s"]
+    if cfg.low_res_epochs:  # the early epochs' steps on shrunk batches: a trace of their own
+        t2 = time.perf_counter()
+        out["low_res_step_s"] = _timed_steps(model, downsample(x, cfg.low_res), y, bs, steps)
+        traced = time.perf_counter() - t2 - (steps + 2) * out["low_res_step_s"]
+        out["startup_s"] += max(0.0, traced)
     # the saved model's test evaluation computes in float32 (evidence.inference_in_float32),
     # VGG16's on raw images through its whole base
     keras.backend.clear_session()
@@ -124,6 +129,16 @@ def cached_measure(cfg: TrainConfig) -> dict:
     return m
 
 
+def train_step_s(cfg: TrainConfig, m: dict) -> float:
+    """A training step's mean time over ``cfg``'s epochs: its shrunk early epochs'
+    (``low_res``) steps and its full-size ones in their share (:meth:`TrainConfig.at_epochs`
+    keeps that share at any planned count)."""
+    if not cfg.low_res_epochs:
+        return m["train_step_s"]
+    low = cfg.low_res_epochs / cfg.epochs
+    return low * m["low_res_step_s"] + (1 - low) * m["train_step_s"]
+
+
 def model_rate(cfg: TrainConfig, sizes: dict, progress: bool = True) -> Rate:
     """One model's :class:`~cifarlab.training.plan.Rate` here, for a split of ``sizes``
     (``train``, ``val``, ``test`` image counts)."""
@@ -136,7 +151,7 @@ def model_rate(cfg: TrainConfig, sizes: dict, progress: bool = True) -> Rate:
     # evaluated after the series trains: the saved model in float32 on the test images
     test_s = math.ceil(n_test / cfg.batch_size) * m.get("test_batch_s", m["val_batch_s"]) * views
     epoch_s = (
-        cfg.steps_per_epoch(images) * m["train_step_s"]
+        cfg.steps_per_epoch(images) * train_step_s(cfg, m)
         + math.ceil(n_val / cfg.batch_size) * m["val_batch_s"]
     )
     fixed = m["startup_s"] + config.BUDGET_SAVE_S
@@ -157,7 +172,7 @@ def search_rate(profile: str, sizes: dict, num_classes: int, progress: bool = Tr
     images = min(search["train_subset"] or n_train, n_train)
     val_images = max(num_classes * 2, images // 4) if search["train_subset"] else sizes["val"]
     steps_s = m["startup_s"] + search["epochs"] * (
-        trial.steps_per_epoch(images) * m["train_step_s"]
+        trial.steps_per_epoch(images) * train_step_s(trial, m)
         + math.ceil(val_images / trial.batch_size) * m["val_batch_s"]
     )
     trial_s = config.BUDGET_TRIAL_FACTOR * steps_s

@@ -182,8 +182,9 @@ def _widths(widths) -> str:
 def trial_config(profile: str, batch_size: int) -> TrainConfig:
     """The profile's tuned recipe at the trials' batch size, its learning rate scaled to
     it (``TrainConfig.at_batch``): the space's defaults (the first trial) are then the
-    recipe itself."""
-    return config.model_config("tuned", profile).at_batch(batch_size)
+    recipe itself, at full size: the trials compare what the search may change, the final
+    training shrinks its early epochs as the recipe has it (``low_res``)."""
+    return config.model_config("tuned", profile).full_size().at_batch(batch_size)
 
 
 def final_config(hp: kt.HyperParameters, trial: TrainConfig, final: TrainConfig) -> TrainConfig:

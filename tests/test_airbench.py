@@ -578,6 +578,23 @@ def test_the_compute_figure_is_drawn_from_the_benchmarks_table(tmp_path):
     assert frontier.main(["--from-table", str(tmp_path / "none.md"), "--figure", "x.png"]) == 2
 
 
+def test_a_recipe_with_shrunk_epochs_searches_at_full_size_and_trains_shrunk(monkeypatch):
+    import keras_tuner as kt
+
+    shrunk = {**config.RECIPES["tuned"]["cpu"], "low_res": 24, "low_res_epochs": 5}
+    monkeypatch.setitem(config.RECIPES["tuned"], "cpu", shrunk)
+    cpu = config.model_config("tuned", "cpu")
+    assert (cpu.low_res, cpu.low_res_epochs, cpu.epochs) == (24, 5, 13)
+    # the trials compare at full size; the final training shrinks as the recipe has it
+    trial = tune.trial_config("cpu", config.SEARCH_BUDGET["cpu"]["batch_size"])
+    assert trial.low_res_epochs == 0 and trial.full_size() == trial
+    final = tune.final_config(kt.HyperParameters(), trial, cpu)
+    assert (final.low_res, final.low_res_epochs, final.epochs) == (24, 5, 13)
+    # another --epochs keeps the share of shrunk ones (one epoch: at full size)
+    assert config.model_config("tuned", "cpu", epochs=3).low_res_epochs == 1
+    assert config.model_config("tuned", "cpu", epochs=1).low_res == 0
+
+
 def test_on_a_gpu_and_a_cpu_the_search_starts_from_airbench():
     import keras_tuner as kt
 
@@ -592,17 +609,7 @@ def test_on_a_gpu_and_a_cpu_the_search_starts_from_airbench():
     assert cpu.network["arch"] == "airbench" and cpu.network["widths"] == [64, 256, 256]
     assert (cpu.batch_size, cpu.epochs, cpu.learning_rate) == (512, 13, 0.75)
     assert cpu.network["whiten"] and cpu.lookahead == 5 and cpu.tta_shift == 1
-    # the ablation's base: the recipe but its shrunk early epochs (5 of 13 at 24x24)
-    assert (cpu.low_res, cpu.low_res_epochs) == (24, 5)
-    full_size = cpu.full_size()
-    assert config.airbench_config("cpu").to_dict() == full_size.to_dict()
-    # the trials compare at full size; the final training shrinks as the recipe has it
-    trial = tune.trial_config("cpu", config.SEARCH_BUDGET["cpu"]["batch_size"])
-    assert trial.low_res_epochs == 0
-    final = tune.final_config(kt.HyperParameters(), trial, cpu)
-    assert (final.low_res, final.low_res_epochs, final.epochs) == (24, 5, 13)
-    # another --epochs keeps the share of shrunk ones
-    assert config.model_config("tuned", "cpu", epochs=3).low_res_epochs == 1
+    assert config.airbench_config("cpu").to_dict() == cpu.to_dict()
     assert "width" not in cpu.network  # no residual-net keys in an airbench config
     # its trials may not take widths past the cpu budget's (128/384/384 is 2.5x the FLOPs)
     budget = config.SEARCH_BUDGET["cpu"]

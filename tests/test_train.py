@@ -277,7 +277,6 @@ def test_drop_last_trains_on_full_batches_only_and_the_schedule_counts_them():
     # the optimizer's schedule counts the same steps the batches give
     cfg = (
         config.model_config("tuned", "cpu")
-        .full_size()  # 1x1 images
         .replace(batch_size=10)
         .with_stats([0.0] * 3, [1.0] * 3, n)
     )

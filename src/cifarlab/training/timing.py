@@ -74,7 +74,7 @@ def measure_model(cfg: TrainConfig, steps: int = 3) -> dict:
         features, model = vgg16_parts(
             build_vgg16(cfg, weights="none"), cfg.network["finetune_blocks"]
         )
-        out["feature_s_per_image"] = _timed_predict(features, x, bs, 2) / bs
+        out["feature_s_per_image"] = _timed_predict(features, x, bs, steps + 1) / bs
         x = quiet.predict(features, x, bs)
     else:
         model = build(cfg)
@@ -83,7 +83,7 @@ def measure_model(cfg: TrainConfig, steps: int = 3) -> dict:
     t1 = time.perf_counter()
     out["train_step_s"] = _timed_steps(model, x, y, bs, steps)
     steady = time.perf_counter() - t1
-    out["val_batch_s"] = _timed_predict(model, x, bs, 2)
+    out["val_batch_s"] = _timed_predict(model, x, bs, steps + 1)
     # build + compile + the first steps' tracing, once per training
     out["startup_s"] = (t1 - t0) + steady - (steps + 2) * out["train_step_s"]
     if cfg.low_res_epochs:  # the early epochs' steps on shrunk batches: a trace of their own
@@ -96,9 +96,10 @@ def measure_model(cfg: TrainConfig, steps: int = 3) -> dict:
     keras.backend.clear_session()
     set_precision("float32")
     keras.utils.set_random_seed(0)
-    raw = np.random.default_rng(1).integers(0, 256, (2 * bs, 32, 32, 3), dtype=np.uint8)
+    # a few batches each: one alone varied 2x between two timings (RESULTS.md, 2026-12-07)
+    raw = np.random.default_rng(1).integers(0, 256, (steps * bs, 32, 32, 3), dtype=np.uint8)
     saved = build_vgg16(cfg, weights="none") if cfg.model == "vgg16" else build(cfg)
-    out["test_batch_s"] = _timed_predict(saved, raw, bs, 1)
+    out["test_batch_s"] = _timed_predict(saved, raw, bs, steps)
     keras.backend.clear_session()
     return out
 
